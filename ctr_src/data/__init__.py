@@ -1,0 +1,18 @@
+"""Data for the book: MovieLens-100K fetched, verified and framed as CTR data.
+
+* :mod:`.movielens` -- download (GroupLens, else the recbole wheel on PyPI), verify, cache;
+* :mod:`.ctr` -- fields, invertible encoding, random and temporal splits;
+* :mod:`.tensors` -- in-memory tensors and the minibatch iterator;
+* :mod:`.sequences` -- behaviour histories for DIN.
+
+Fetch once with ``python -m ctr_src.data fetch``.
+"""
+
+from .ctr import (AGE_BUCKETS, DEFAULT_FIELDS, CTRData, FieldEncoder, age_bucket, impressions,
+                  load_ctr, random_split, temporal_split)
+from .movielens import DataError, MovieLens, fetch, load_movielens
+from .tensors import Batch, TensorData
+
+__all__ = ["AGE_BUCKETS", "DEFAULT_FIELDS", "CTRData", "FieldEncoder", "age_bucket", "impressions",
+           "load_ctr", "random_split", "temporal_split", "DataError", "MovieLens", "fetch",
+           "load_movielens", "Batch", "TensorData"]

@@ -1,0 +1,54 @@
+"""The deep part alone (Embedding & MLP) and DeepFM (Guo et al., IJCAI 2017)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..layers import MLP, FeaturesEmbedding, FeaturesLinear, FMInteraction
+from .base import CTRModel
+
+
+class EmbeddingMLP(CTRModel):
+    """``logit = MLP([e_1, ..., e_F])``: embeddings concatenated into an MLP."""
+
+    def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, mlp_dims: Sequence[int] = (64, 32),
+                 dropout: float = 0.0):
+        super().__init__()
+        self.embedding = FeaturesEmbedding(field_dims, embed_dim)
+        self.mlp = MLP(len(field_dims) * embed_dim, mlp_dims, dropout)
+
+    def forward(self, batch):
+        e = self.embedding(self.fields_of(batch), self.values_of(batch))
+        return self.mlp(e.flatten(1)).squeeze(-1)
+
+
+class DeepFM(CTRModel):
+    """``logit = y_FM + y_DNN`` on **shared** embeddings.
+
+    ``y_FM = b + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j`` (the first-order weights come
+    from :class:`~ctr_src.layers.FeaturesLinear`, one per feature) and
+    ``y_DNN = MLP([e_1, ..., e_F])`` with the same ``e_i = v_i x_i``.
+    :meth:`components` returns the three terms separately.
+    """
+
+    def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, mlp_dims: Sequence[int] = (64, 32),
+                 dropout: float = 0.0):
+        super().__init__()
+        self.linear = FeaturesLinear(field_dims)
+        self.embedding = FeaturesEmbedding(field_dims, embed_dim)
+        self.fm = FMInteraction(reduce_sum=True)
+        self.mlp = MLP(len(field_dims) * embed_dim, mlp_dims, dropout)
+
+    def components(self, batch) -> dict[str, torch.Tensor]:
+        """``{"first_order", "fm", "mlp"}``, each ``(B,)``; their sum is the logit."""
+        fields, values = self.fields_of(batch), self.values_of(batch)
+        e = self.embedding(fields, values)
+        return {"first_order": self.linear(fields, values).squeeze(-1),
+                "fm": self.fm(e).squeeze(-1),
+                "mlp": self.mlp(e.flatten(1)).squeeze(-1)}
+
+    def forward(self, batch):
+        c = self.components(batch)
+        return c["first_order"] + c["fm"] + c["mlp"]

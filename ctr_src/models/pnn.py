@@ -1,0 +1,49 @@
+"""Product-based neural networks (Qu et al., ICDM 2016): IPNN, OPNN and PNN*."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..layers import MLP, FeaturesEmbedding, InnerProduct, OuterProduct
+from .base import CTRModel
+
+
+class PNN(CTRModel):
+    """Embeddings -> product layer -> MLP.
+
+    The product layer emits the linear signals ``l_z`` (the concatenated embeddings) and
+    the quadratic signals ``l_p`` (``P`` inner products, ``P`` kernel-reduced outer products,
+    or both); the first hidden layer ``ReLU(W_z z + W_p p + b)`` is a linear layer on
+    ``[z, p]``. ``product`` is ``"inner"`` (IPNN), ``"outer"`` (OPNN) or ``"both"`` (PNN*).
+    """
+
+    PRODUCTS = ("inner", "outer", "both")
+
+    def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, mlp_dims: Sequence[int] = (64, 32),
+                 dropout: float = 0.0, product: str = "inner", kernel: str = "mat"):
+        super().__init__()
+        if product not in self.PRODUCTS:
+            raise ValueError(f"unknown product {product!r}; choose one of {self.PRODUCTS}")
+        f = len(field_dims)
+        p = f * (f - 1) // 2
+        self.product = product
+        self.embedding = FeaturesEmbedding(field_dims, embed_dim)
+        self.inner = InnerProduct(f) if product in ("inner", "both") else None
+        self.outer = OuterProduct(f, embed_dim, kernel) if product in ("outer", "both") else None
+        width = f * embed_dim + p * (2 if product == "both" else 1)
+        self.mlp = MLP(width, mlp_dims, dropout)
+
+    def signals(self, batch) -> torch.Tensor:
+        """The product layer's output ``[l_z, l_p]``: ``(B, F D + P)`` (``+ 2P`` for both)."""
+        e = self.embedding(self.fields_of(batch), self.values_of(batch))
+        parts = [e.flatten(1)]
+        if self.inner is not None:
+            parts.append(self.inner(e))
+        if self.outer is not None:
+            parts.append(self.outer(e))
+        return torch.cat(parts, dim=1)
+
+    def forward(self, batch):
+        return self.mlp(self.signals(batch)).squeeze(-1)
