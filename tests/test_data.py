@@ -1,0 +1,224 @@
+"""MovieLens-100K: canonical tables, both routes, corrupt input, CTR framing, splits."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ctr_src.data import ctr, movielens
+from ctr_src.data.movielens import GENRES, DataError
+
+
+# ----------------------------------------------------------------------------- canonical tables
+
+def test_canonical_tables_shapes_and_checksums(ml):
+    assert len(ml.ratings) == 100_000 and len(ml.users) == 943 and len(ml.items) == 1_682
+    assert list(ml.ratings.columns) == ["user_id", "item_id", "rating", "timestamp"]
+    for name in movielens.TABLES:
+        digest = movielens._sha256(movielens.canonical_csv(getattr(ml, name)))
+        assert digest == movielens.SHA256[name]
+    assert ml.ratings["rating"].between(1, 5).all()
+    assert ml.ratings[["user_id", "item_id"]].duplicated().sum() == 0
+    assert set(ml.ratings["user_id"]) == set(ml.users["user_id"])
+    assert set(ml.ratings["item_id"]) <= set(ml.items["item_id"])
+
+
+def test_label_rate_is_55_375_percent(ml):
+    assert (ml.ratings["rating"] >= 4).sum() == 55_375
+
+
+def test_items_known_rows(ml):
+    items = ml.items.set_index("item_id")
+    assert items.loc[1, "title"] == "Toy Story"
+    assert items.loc[1, "release_year"] == 1995
+    assert items.loc[1, "genres"] == "Animation|Children's|Comedy"
+    assert items.loc[267, "title"] == "unknown" and pd.isna(items.loc[267, "release_year"])
+    genres = {g for gs in items["genres"] for g in gs.split("|")}
+    assert genres <= set(GENRES)
+
+
+# ----------------------------------------------------------------------------- GroupLens route
+
+def grouplens_zip(ml, rows=None) -> bytes:
+    """ml-100k.zip in GroupLens' layout, rebuilt from canonical tables."""
+    ratings = ml.ratings if rows is None else ml.ratings.iloc[:rows]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-100k/u.data", ratings.sample(frac=1.0, random_state=0)
+                    .to_csv(sep="\t", header=False, index=False))
+        zf.writestr("ml-100k/u.user", ml.users.to_csv(sep="|", header=False, index=False))
+        lines = []
+        for r in ml.items.itertuples():
+            year = "" if pd.isna(r.release_year) else str(int(r.release_year))
+            title = r.title if not year else f"{r.title} ({year})"
+            date = f"01-Jan-{year}" if year else ""
+            flags = ["1" if g in r.genres.split("|") else "0" for g in GENRES]
+            lines.append("|".join([str(r.item_id), title, date, "", "http://example/"] + flags))
+        zf.writestr("ml-100k/u.item", ("\n".join(lines) + "\n").encode("latin-1"))
+        zf.writestr("ml-100k/README", "test archive")
+    return buf.getvalue()
+
+
+def test_grouplens_route_ends_in_the_same_canonical_tables(ml, tmp_path):
+    archive = tmp_path / "ml-100k.zip"
+    archive.write_bytes(grouplens_zip(ml))
+    target = movielens.fetch("grouplens", data_dir=tmp_path / "cache", url=archive.as_uri(), verbose=False)
+    manifest = json.loads((target / "MANIFEST.json").read_text())
+    assert manifest["sha256"] == movielens.SHA256
+    assert manifest["source"].startswith("grouplens")
+    again = movielens.load_movielens(tmp_path / "cache")
+    pd.testing.assert_frame_equal(again.items, ml.items)
+
+
+def test_grouplens_parser_small_archive(ml):
+    tables = movielens.tables_from_grouplens_zip(grouplens_zip(ml, rows=50))
+    assert len(tables["ratings"]) == 50
+    assert tables["ratings"]["user_id"].is_monotonic_increasing
+    items = tables["items"].set_index("item_id")
+    # Latin-1 titles decode, "(year)" is dropped, the release year comes from the date
+    assert items.loc[543, "title"] == ml.items.set_index("item_id").loc[543, "title"]
+    assert "é" in items.loc[543, "title"]
+    assert items.loc[2, "genres"] == "Action|Adventure|Thriller"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_content"])
+def test_corrupt_download_fails_clearly_and_leaves_no_cache(ml, tmp_path, damage):
+    raw = grouplens_zip(ml)
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "garbage":
+        raw = b"<html>not a zip</html>"
+    else:  # a valid archive whose content is not MovieLens-100K
+        raw = grouplens_zip(ml, rows=1000)
+    archive = tmp_path / "ml-100k.zip"
+    archive.write_bytes(raw)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as info:
+        movielens.fetch("grouplens", data_dir=cache, url=archive.as_uri(), verbose=False)
+    msg = str(info.value)
+    assert ("fetch" in msg) or ("expected" in msg)
+    leftovers = list(cache.iterdir()) if cache.exists() else []
+    assert leftovers == [], f"half-written cache left behind: {leftovers}"
+
+
+def test_unreachable_grouplens_is_a_connection_error(tmp_path):
+    with pytest.raises(ConnectionError):
+        movielens.fetch("grouplens", data_dir=tmp_path, url=(tmp_path / "missing.zip").as_uri(), verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_and_corrupt_cache_messages(ml, tmp_path):
+    with pytest.raises(DataError, match="python -m ctr_src.data fetch"):
+        movielens.load_movielens(tmp_path)
+    movielens.write_cache({"ratings": ml.ratings, "users": ml.users, "items": ml.items}, tmp_path, "test")
+    ratings = tmp_path / "ml-100k" / "ratings.csv"
+    ratings.write_bytes(ratings.read_bytes()[:-100])
+    with pytest.raises(DataError, match="--force"):
+        movielens.load_movielens(tmp_path)
+
+
+def test_refetch_replaces_a_corrupt_cache(ml, tmp_path):
+    movielens.write_cache({"ratings": ml.ratings, "users": ml.users, "items": ml.items}, tmp_path, "test")
+    (tmp_path / "ml-100k" / "users.csv").write_text("broken")
+    archive = tmp_path / "ml-100k.zip"
+    archive.write_bytes(grouplens_zip(ml))
+    movielens.fetch("grouplens", data_dir=tmp_path, url=archive.as_uri(), verbose=False)
+    assert len(movielens.load_movielens(tmp_path).users) == 943
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ml-100k", "ml-100k.zip"]
+
+
+def test_recbole_parser_on_a_small_wheel(tmp_path):
+    buf = io.BytesIO()
+    p = movielens.RECBOLE_PREFIX + "ml-100k."
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(p + "inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n2\t267\t4\t5\n1\t1\t3\t7\n")
+        zf.writestr(p + "user", "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+                                "1\t24\tM\ttechnician\t85711\n2\t53\tF\tother\tT8H1N\n")
+        zf.writestr(p + "item", "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                                "1\tToy Story\t1995\tAnimation Children's Comedy\n267\tunkonwn\tunkonwn\tunknown\n")
+    t = movielens.tables_from_recbole_wheel(buf.getvalue())
+    assert t["ratings"].values.tolist() == [[1, 1, 3, 7], [2, 267, 4, 5]]
+    assert t["users"]["zip_code"].tolist() == ["85711", "T8H1N"]
+    items = t["items"].set_index("item_id")
+    assert items.loc[1, "genres"] == "Animation|Children's|Comedy"
+    assert items.loc[267, "title"] == "unknown" and pd.isna(items.loc[267, "release_year"])
+
+
+def test_unknown_source_is_rejected():
+    with pytest.raises(ValueError, match="auto"):
+        movielens.fetch("kaggle")
+
+
+# ----------------------------------------------------------------------------- CTR framing
+
+def test_default_fields_and_encoding_round_trip(ctr):
+    assert ctr.field_names == list(ctr.DEFAULT_FIELDS) if hasattr(ctr, "DEFAULT_FIELDS") else True
+    assert ctr.field_names == ["user_id", "item_id", "age", "gender", "occupation", "zip", "decade", "genre"]
+    # vocabulary sizes (+1 for <unk>): 943 users, 1682 items, 7 age buckets, 2 genders, 21 occupations
+    assert ctr.field_dims[:5] == [944, 1683, 8, 3, 22]
+    decoded = ctr.encoder.decode_rows(ctr.fields)
+    pd.testing.assert_frame_equal(decoded, ctr.table[ctr.field_names].reset_index(drop=True),
+                                  check_dtype=False)
+    assert ctr.fields.min() >= 1  # every value is known, <unk> (0) unused
+    assert ctr.encoder.index("occupation", "astronaut") == 0
+    assert ctr.encoder.decode("age", ctr.encoder.index("age", "25-34")) == "25-34"
+
+
+def test_age_buckets():
+    assert [ctr.age_bucket(a) for a in (7, 17, 18, 24, 25, 34, 35, 44, 45, 49, 50, 55, 56, 73)] == [
+        "<18", "<18", "18-24", "18-24", "25-34", "25-34", "35-44", "35-44", "45-49", "45-49",
+        "50-55", "50-55", "56+", "56+"]
+
+
+def test_random_split_disjoint_complete_reproducible():
+    a = ctr.random_split(1000, seed=2024)
+    b = ctr.random_split(1000, seed=2024)
+    c = ctr.random_split(1000, seed=7)
+    assert [len(p) for p in a] == [800, 100, 100]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[2], c[2])
+    union = np.concatenate(a)
+    assert len(np.unique(union)) == 1000
+
+
+def test_default_split_sizes_and_rows(ctr):
+    assert (len(ctr.train), len(ctr.valid), len(ctr.test)) == (80_000, 10_000, 10_000)
+    rows = [set(getattr(ctr, s)["row"].tolist()) for s in ("train", "valid", "test")]
+    assert not (rows[0] & rows[1] or rows[0] & rows[2] or rows[1] & rows[2])
+    r = ctr.test["row"].numpy()
+    assert np.array_equal(ctr.test["fields"].numpy(), ctr.fields[r])
+    assert np.array_equal(ctr.test["label"].numpy(), ctr.table["label"].to_numpy()[r])
+
+
+def test_temporal_split_is_per_user_and_in_time(ctr):
+    users = ctr.table["user_id"].to_numpy()
+    ts = ctr.table["timestamp"].to_numpy()
+    tr, va, te = ctr.temporal_split(users, ts) if hasattr(ctr, "temporal_split") else (None,) * 3
+    tr, va, te = __import__("ctr_src.data.ctr", fromlist=["x"]).temporal_split(users, ts)
+    assert len(tr) + len(va) + len(te) == len(users)
+    df = pd.DataFrame({"u": users, "t": ts})
+    last_train = df.iloc[tr].groupby("u")["t"].max()
+    first_valid = df.iloc[va].groupby("u")["t"].min()
+    last_valid = df.iloc[va].groupby("u")["t"].max()
+    first_test = df.iloc[te].groupby("u")["t"].min()
+    assert (last_train.loc[first_valid.index] <= first_valid).all()
+    assert (last_valid.loc[first_test.index] <= first_test).all()
+    assert set(df.iloc[te]["u"]) == set(users)  # every user has test impressions
+
+
+def test_tensordata_batches_cover_every_row_once():
+    from ctr_src.data import TensorData
+    d = TensorData(fields=torch.arange(10).view(10, 1), label=torch.arange(10).float())
+    g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    seen = torch.cat([b["fields"][:, 0] for b in d.batches(3, shuffle=True, generator=g1)])
+    again = torch.cat([b["fields"][:, 0] for b in d.batches(3, shuffle=True, generator=g2)])
+    assert sorted(seen.tolist()) == list(range(10)) and torch.equal(seen, again)
+    assert [len(b["label"]) for b in d.batches(4)] == [4, 4, 2]
+    with pytest.raises(ValueError, match="rows"):
+        TensorData(fields=torch.zeros(3, 2), label=torch.zeros(4))
