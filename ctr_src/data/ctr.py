@@ -72,7 +72,7 @@ def impressions(ml: MovieLens | None = None) -> pd.DataFrame:
 
 
 def _sorted_values(name: str, values: pd.Series) -> list:
-    uniq = pd.unique(values)
+    uniq = pd.unique(values).tolist()  # Python scalars, not NumPy ones
     if name == "age":
         return [a for a in AGE_BUCKETS if a in set(uniq)]
     try:
@@ -252,3 +252,85 @@ def load_ctr(split: str = "random", seed: int = DEFAULT_SEED,
         raise ValueError(f"unknown split {split!r}; use 'random' or 'temporal'")
     data = CTRData(table, encoder, encoded, *(tensors_for(table, encoded, p) for p in parts), split=split)
     return data.to(device) if device is not None else data
+
+
+# ----------------------------------------------------------------------------- hand-crafted crosses
+
+DEFAULT_CROSSES = (("gender", "genre"), ("age", "genre"))
+CROSS_SEPARATOR = "\u00d7"  # the multiplication sign: "gender×genre", "F×Drama"
+
+
+@dataclass
+class CrossedCTRData(CTRData):
+    """:class:`CTRData` whose splits also hold ``"cross"`` ``(N, C)`` long: the indices of
+    ``C`` hand-crafted cross features (see :func:`add_crosses`).
+
+    ``cross_encoder`` maps each cross's values (e.g. ``"F×Drama"``) to indices ``1 .. n``,
+    ``0`` being ``<unk>`` (a combination never seen in training).
+    """
+
+    cross_encoder: FieldEncoder | None = None
+
+    @property
+    def cross_names(self) -> list[str]:
+        return list(self.cross_encoder.fields)
+
+    @property
+    def cross_dims(self) -> list[int]:
+        return self.cross_encoder.field_dims
+
+    def to(self, device) -> "CrossedCTRData":
+        return CrossedCTRData(self.table, self.encoder, self.fields, self.train.to(device),
+                              self.valid.to(device), self.test.to(device), self.split,
+                              self.cross_encoder)
+
+
+def add_crosses(data: CTRData, pairs: Sequence[Sequence[str]] = DEFAULT_CROSSES
+                ) -> tuple[CrossedCTRData, list[int]]:
+    """Wide & Deep's hand-crafted *cross-product* features, one per pair of columns.
+
+    For a pair ``("gender", "genre")`` each impression gets the value ``"F×Drama"`` (its
+    gender and its genre joined by ``×``): a new categorical field that is 1 exactly when
+    both conditions hold. The values are read from ``data.table`` (split rows are found
+    through each split's ``"row"`` tensor) and encoded with a :class:`FieldEncoder` fitted
+    on the **training rows only**, so a combination first seen in validation or test maps
+    to ``0`` (``<unk>``), as it would in production.
+
+    Returns ``(crossed, cross_dims)``: a copy of ``data`` whose ``train``, ``valid`` and
+    ``test`` also hold ``"cross"`` ``(N, C)`` long (``C = len(pairs)``), and the vocabulary
+    size of each cross (``<unk>`` included), to build ``WideAndDeep(..., cross_dims=...)``.
+    ``data`` itself is left unchanged.
+    """
+    if isinstance(pairs, (str, bytes)) or not len(pairs):
+        raise ValueError(f"pairs must be a non-empty sequence of (column, column) pairs, got {pairs!r}")
+    table = data.table
+    names, columns = [], {}
+    for pair in pairs:
+        if isinstance(pair, (str, bytes)) or len(pair) != 2:
+            raise ValueError(f"each cross is a pair of two column names, e.g. ('gender', 'genre'); "
+                             f"got {pair!r}")
+        a, b = pair
+        missing = [c for c in (a, b) if c not in table.columns]
+        if missing:
+            raise ValueError(f"cannot cross {pair!r}: unknown column(s) {missing}; "
+                             f"the table has {list(table.columns)}")
+        if a == b:
+            raise ValueError(f"cannot cross a column with itself: {pair!r}")
+        name = f"{a}{CROSS_SEPARATOR}{b}"
+        if name in columns:
+            raise ValueError(f"the cross {name!r} is listed twice")
+        names.append(name)
+        columns[name] = table[a].astype(str) + CROSS_SEPARATOR + table[b].astype(str)
+    crosses = pd.DataFrame(columns, index=table.index)
+    train_rows = data.train["row"].cpu().numpy()
+    encoder = FieldEncoder.fit(crosses.iloc[train_rows], names)
+    codes = encoder.encode(crosses)  # (N_table, C): every row of the table
+
+    def attach(part: TensorData) -> TensorData:
+        rows = part["row"].cpu().numpy()
+        cross = torch.from_numpy(np.ascontiguousarray(codes[rows])).to(part.device)
+        return TensorData(dict(part.tensors, cross=cross))
+
+    crossed = CrossedCTRData(data.table, data.encoder, data.fields, attach(data.train),
+                             attach(data.valid), attach(data.test), data.split, encoder)
+    return crossed, crossed.cross_dims

@@ -38,6 +38,8 @@ import pandas as pd
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 #: MD5 that GroupLens publishes for ml-100k.zip (ml-100k.zip.md5).
 GROUPLENS_MD5 = "0e33842e24a9c977be4e0107933c0723"
+#: SHA-256 of ml-100k.zip (4,924,029 bytes), as recorded by other dataset loaders.
+GROUPLENS_SHA256 = "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
 #: SHA-256 of the recbole 1.2.1 wheel as published on PyPI.
@@ -59,7 +61,7 @@ ROWS = {"ratings": 100_000, "users": 943, "items": 1_682}
 SHA256 = {
     "ratings": "f9d442df6d2259ed05546f2a3e3b9d13ffecb43cd6bd90ea60fb8ed84afcb7ac",
     "users": "f0666955a899ab27004d413eec2d92e393f5050879597e126ede637390e5a238",
-    "items": "9bf818aad1136171c20c48a554568b1ebf802b6098ddbe1dc67f734cee10f509",
+    "items": "f0a5b60e02ded0affa61fc613d41a8d04d2b3669e8b0d8a3e1d88aa0b112d0e4",
 }
 CACHE_NAME = "ml-100k"
 DOWNLOAD_TIMEOUT = 15  # seconds; one try per route, no retry storm
@@ -124,11 +126,23 @@ def _finish(ratings: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame) -> 
     return {"ratings": ratings, "users": users, "items": items}
 
 
-_YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
+_VIDEO_SUFFIX = re.compile(r"\s*\(V\)$")
+_YEAR_SUFFIX = re.compile(r"\s*\((\d{4})\)$")
 
 
-def _strip_year(title: str) -> str:
-    return _YEAR_SUFFIX.sub("", title).strip()
+def split_title(title: str) -> tuple[str, int | None]:
+    """GroupLens title -> (title without its trailing ``(year)``, that year or ``None``).
+
+    GroupLens writes the film's year at the end of the title (``Toy Story (1995)``); one
+    video release carries ``(V)`` after it (item 1412) and three titles end in a space
+    (items 1128, 1201, 1635). The canonical year is the *title's* year, not the year of the
+    ``release date`` column, which differs for 190 films (re-releases, festival dates).
+    """
+    t = _VIDEO_SUFFIX.sub("", title.strip())
+    m = _YEAR_SUFFIX.search(t)
+    if m is None:
+        return t, None
+    return t[: m.start()].strip(), int(m.group(1))
 
 
 # ----------------------------------------------------------------------------- parsers
@@ -173,11 +187,10 @@ def tables_from_grouplens_zip(archive: bytes | str | Path) -> dict[str, pd.DataF
             parts = line.split("|")
             if len(parts) != 5 + len(GENRES):
                 raise DataError(f"u.item: line {line[:40]!r}... has {len(parts)} fields, expected 24")
-            date = parts[2].strip()
-            year = int(date[-4:]) if date else None
+            title, year = split_title(parts[1])
             flags = [int(f) for f in parts[5:]]
             genres = "|".join(g for g, f in zip(GENRES, flags) if f == 1)
-            rows.append((int(parts[0]), _strip_year(parts[1]), year, genres))
+            rows.append((int(parts[0]), title, year, genres))
         items = pd.DataFrame(rows, columns=COLUMNS["items"])
         return _finish(ratings, users, items)
     except (ValueError, KeyError, pd.errors.ParserError) as exc:
@@ -188,9 +201,10 @@ def tables_from_grouplens_zip(archive: bytes | str | Path) -> dict[str, pd.DataF
 def tables_from_recbole_wheel(wheel: bytes | str | Path) -> dict[str, pd.DataFrame]:
     """Canonical tables from ``recbole/dataset_example/ml-100k/`` inside the recbole wheel.
 
-    RecBole's atomic files are tab-separated with typed headers (``user_id:token``). Its
-    item file already drops the ``(year)`` from titles; item 267 is spelled ``unkonwn`` there
-    and is mapped back to GroupLens' ``unknown`` with no release year.
+    RecBole's atomic files are tab-separated with typed headers (``user_id:token``) and UTF-8.
+    Its item file already splits the title's ``(year)`` off into ``release_year``, except for
+    item 1412 (year ``V``, the year left in the title), which :func:`split_title` finishes;
+    item 267 is spelled ``unkonwn`` there and becomes GroupLens' ``unknown`` with no year.
     """
     raw = wheel if isinstance(wheel, bytes) else Path(wheel).read_bytes()
     try:
@@ -210,14 +224,22 @@ def tables_from_recbole_wheel(wheel: bytes | str | Path) -> dict[str, pd.DataFra
         ratings = inter.rename(columns={})[["user_id", "item_id", "rating", "timestamp"]]
         ratings = ratings.astype(float).astype("int64")
         users = user.rename(columns={})[["user_id", "age", "gender", "occupation", "zip_code"]]
-        year = item["release_year"].where(item["release_year"].str.fullmatch(r"\d{4}"), None)
-        title = item["movie_title"].where(item["movie_title"] != "unkonwn", "unknown")
+        titles, years = [], []
+        for t, y in zip(item["movie_title"], item["release_year"]):
+            if t == "unkonwn":  # RecBole's spelling of item 267, GroupLens' "unknown" (no year)
+                t, y = "unknown", ""
+            if not re.fullmatch(r"\d{4}", y):  # item 1412: "... (1995)" with year "V"
+                t, y = split_title(t)
+            titles.append(t)
+            years.append(int(y) if y not in ("", None) else None)
+        title = pd.Series(titles, index=item.index)
+        year = pd.Series(years, index=item.index, dtype="Int64")
         genres = item["class"].str.split().str.join("|")
         unknown = sorted(set(g for gs in genres for g in gs.split("|")) - set(GENRES))
         if unknown:
             raise DataError(f"recbole item file has unexpected genres {unknown}")
         items = pd.DataFrame({"item_id": item["item_id"].astype("int64"), "title": title,
-                              "release_year": pd.to_numeric(year).astype("Int64"), "genres": genres})
+                              "release_year": year, "genres": genres})
         return _finish(ratings, users, items)
     except (ValueError, KeyError) as exc:
         raise DataError(f"the recbole wheel's ml-100k files could not be parsed ({exc})") from exc
@@ -233,7 +255,7 @@ def _download_grouplens(url: str, expected_md5: str | None) -> bytes:
         raise ConnectionError(f"could not download {url}: {exc}") from exc
     if expected_md5 is not None:
         md5 = hashlib.md5(raw).hexdigest()
-        if md5 != expected_md5:
+        if md5 != expected_md5 or (url == GROUPLENS_URL and _sha256(raw) != GROUPLENS_SHA256):
             raise DataError(f"{url}: MD5 {md5} does not match the published {expected_md5} -- the "
                             f"download is truncated or altered; run `python -m ctr_src.data fetch` again")
     return raw
