@@ -25,15 +25,21 @@ SETTINGS: dict[str, dict] = {
     "lr": {"model": {}, "fit": dict(FIT, lr=1e-2)},
     "fm": {"model": dict(embed_dim=16), "fit": dict(FIT)},
     "ffm": {"model": dict(embed_dim=4), "fit": dict(FIT)},
-    "afm": {"model": dict(embed_dim=16, attention_dim=16, dropout=0.1), "fit": dict(FIT)},
+    # AFM averages its P pair vectors (weights sum to 1), so its interaction term starts ~P
+    # times smaller than FM's and learns slowly at lr 1e-3; 5e-3 fixes that (chapter 4)
+    "afm": {"model": dict(embed_dim=16, attention_dim=16, dropout=0.1), "fit": dict(FIT, lr=5e-3)},
     "ipnn": {"model": dict(embed_dim=16, mlp_dims=(64, 32), dropout=0.1), "fit": dict(FIT)},
     "opnn": {"model": dict(embed_dim=16, mlp_dims=(64, 32), dropout=0.1, kernel="mat"), "fit": dict(FIT)},
     "pnn": {"model": dict(embed_dim=16, mlp_dims=(64, 32), dropout=0.1, kernel="mat"), "fit": dict(FIT)},
     "wide_deep": {"model": dict(embed_dim=16, mlp_dims=(64, 32), dropout=0.1), "fit": dict(FIT)},
     "embedding_mlp": {"model": dict(embed_dim=16, mlp_dims=(64, 32), dropout=0.1), "fit": dict(FIT)},
     "deepfm": {"model": dict(embed_dim=16, mlp_dims=(64, 32), dropout=0.1), "fit": dict(FIT)},
-    "din_base": {"model": dict(embed_dim=16, mlp_dims=(80, 40), pooling="sum"), "fit": dict(FIT)},
-    "din": {"model": dict(embed_dim=16, mlp_dims=(80, 40), attention_dims=(36,)), "fit": dict(FIT)},
+    # DIN and its base model read histories of (item, genre) pairs: seq_fields (1, 7) are the
+    # positions of item_id and genre in DEFAULT_FIELDS, as ctr_src.data.sequences.load_din builds them.
+    "din_base": {"model": dict(embed_dim=16, mlp_dims=(80, 40), pooling="sum", activation="prelu",
+                               seq_fields=(1, 7)), "fit": dict(FIT)},
+    "din": {"model": dict(embed_dim=16, mlp_dims=(80, 40), attention_dims=(36,), activation="dice",
+                          softmax=False, seq_fields=(1, 7)), "fit": dict(FIT)},
 }
 
 

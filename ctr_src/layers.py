@@ -164,28 +164,41 @@ class FeaturesLinear(_OffsetTable):
 # ----------------------------------------------------------------------------- interactions
 
 class FMInteraction(nn.Module):
-    """Rendle's pairwise term in O(F D): ``sum_{i<j} <v_i x_i, v_j x_j>``.
+    """Rendle's pairwise term in ``O(F D)``: ``sum_{i<j} <e_i, e_j>`` with ``e_i = v_i x_i``.
 
-    ``0.5 * sum_d [(sum_i e_id)^2 - sum_i e_id^2]`` with ``e_i = v_i x_i``.
-    ``(B, F, D) -> (B, 1)``, or ``(B, D)`` (the bi-interaction vector) if ``reduce_sum=False``.
+    By Rendle's lemma, ``sum_{i<j} <e_i, e_j> = 1/2 sum_d [(sum_i e_id)^2 - sum_i e_id^2]``:
+    the square of the sum minus the sum of the squares, per latent dimension ``d``. With
+    real-valued features the embedding layer has already scaled ``v_i`` by ``x_i``, so the
+    second sum is ``sum_i v_id^2 x_i^2``.
+
+    ``(B, F, D) -> (B, 1)``, or, with ``reduce_sum=False``, the bi-interaction vector
+    ``sum_{i<j} e_i * e_j`` of shape ``(B, D)`` (before the sum over ``d``).
     """
 
     def __init__(self, reduce_sum: bool = True):
         super().__init__()
+        if not isinstance(reduce_sum, bool):
+            raise TypeError(f"reduce_sum must be True or False, got {reduce_sum!r}")
         self.reduce_sum = reduce_sum
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         """``(B, F, D) -> (B, 1)`` or ``(B, D)``."""
-        if e.ndim != 3:
-            raise ValueError(f"FMInteraction expects (B, F, D), got {tuple(e.shape)}")
-        square_of_sum = e.sum(dim=1).pow(2)
-        sum_of_square = e.pow(2).sum(dim=1)
+        if not isinstance(e, torch.Tensor) or e.ndim != 3:
+            shape = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise ValueError(f"FMInteraction expects embeddings of shape (B, F, D), got {shape}; "
+                             f"embed the fields first (FeaturesEmbedding)")
+        square_of_sum = e.sum(dim=1).pow(2)  # (B, D)
+        sum_of_square = e.pow(2).sum(dim=1)  # (B, D)
         out = 0.5 * (square_of_sum - sum_of_square)
         return out.sum(dim=1, keepdim=True) if self.reduce_sum else out
 
 
 class InnerProduct(_Pairs):
-    """All pairwise inner products ``p_ij = <e_i, e_j>``: ``(B, F, D) -> (B, P)``."""
+    """All pairwise inner products ``p_ij = <e_i, e_j>`` (IPNN): ``(B, F, D) -> (B, P)``.
+
+    No parameters. ``num_fields`` fixes ``F`` up front (the pair indices are built once);
+    left out, it is taken from the first input and then kept.
+    """
 
     def __init__(self, num_fields: int | None = None):
         super().__init__()
@@ -194,15 +207,24 @@ class InnerProduct(_Pairs):
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         """``(B, F, D) -> (B, P)``, pairs ``i < j`` row-major."""
         rows, cols = self._pairs(e)
-        return (e[:, rows] * e[:, cols]).sum(dim=-1)
+        # index_select, not e[:, rows]: its backward (index_add) is deterministic on the CPU,
+        # while advanced indexing's backward may sum in a different order from run to run
+        return (e.index_select(1, rows) * e.index_select(1, cols)).sum(dim=-1)
 
 
 class OuterProduct(_Pairs):
-    """Outer products ``e_i e_j^T`` reduced by a learned kernel: ``(B, F, D) -> (B, P)``.
+    """Outer products ``e_i e_j^T`` reduced by a learned kernel (OPNN): ``(B, F, D) -> (B, P)``.
 
-    * ``kernel="mat"``: ``p_ij = e_i^T W_ij e_j = sum(W_ij * e_i e_j^T)``, a ``D x D`` matrix per pair;
-    * ``kernel="vec"``: ``p_ij = sum_d w_ij[d] e_id e_jd``, a vector per pair (a diagonal ``W_ij``);
-    * ``kernel="num"``: ``p_ij = w_ij <e_i, e_j>``, a scalar per pair.
+    * ``kernel="mat"``: ``p_ij = e_i^T W_ij e_j = sum(W_ij * e_i e_j^T)``, a ``D x D`` matrix
+      per pair (``P D^2`` parameters, ``O(P D^2)`` work per row);
+    * ``kernel="vec"``: ``p_ij = sum_d w_ij[d] e_id e_jd``, a vector per pair -- a diagonal
+      ``W_ij`` (``P D`` parameters);
+    * ``kernel="num"``: ``p_ij = w_ij <e_i, e_j>``, a scalar per pair -- ``W_ij = w_ij I``
+      (``P`` parameters).
+
+    With ``W_ij = I`` (``"mat"``), ``w_ij = 1`` (``"vec"``) or ``w_ij = 1`` (``"num"``) every
+    kernel gives :class:`InnerProduct`'s ``<e_i, e_j>``. The kernel is stored in
+    ``self.kernel`` with shape ``(P, D, D)``, ``(P, D)`` or ``(P, 1)``.
     """
 
     KERNELS = ("mat", "vec", "num")
@@ -211,8 +233,14 @@ class OuterProduct(_Pairs):
         super().__init__()
         if kernel not in self.KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; choose one of {self.KERNELS}")
+        if not isinstance(num_fields, int) or isinstance(num_fields, bool):
+            raise TypeError(f"num_fields must be an int (the kernel has one entry per pair), "
+                            f"got {num_fields!r}")
+        if not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
         self._init_pairs(num_fields)
         self.kernel_type = kernel
+        self.embed_dim = embed_dim
         p = self.num_pairs
         shape = {"mat": (p, embed_dim, embed_dim), "vec": (p, embed_dim), "num": (p, 1)}[kernel]
         self.kernel = nn.Parameter(torch.empty(shape))
@@ -222,7 +250,10 @@ class OuterProduct(_Pairs):
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         """``(B, F, D) -> (B, P)``, pairs ``i < j`` row-major."""
         rows, cols = self._pairs(e)
-        ei, ej = e[:, rows], e[:, cols]  # (B, P, D)
+        if e.shape[-1] != self.embed_dim:
+            raise ValueError(f"OuterProduct was built for embed_dim={self.embed_dim}, got "
+                             f"embeddings of size {e.shape[-1]}")
+        ei, ej = e.index_select(1, rows), e.index_select(1, cols)  # (B, P, D), see InnerProduct
         if self.kernel_type == "mat":
             return torch.einsum("bpd,pde,bpe->bp", ei, self.kernel, ej)
         return (ei * ej * self.kernel).sum(dim=-1)
@@ -231,39 +262,67 @@ class OuterProduct(_Pairs):
 class AttentionalInteraction(_Pairs):
     """AFM's attention-based pooling of pairwise interactions (Xiao et al., 2017).
 
-    For every pair ``i < j``: ``u_ij = e_i * e_j`` (element-wise, ``e_i = v_i x_i``),
-    a score ``a'_ij = h^T ReLU(W u_ij + b)``, weights ``a_ij = softmax over the P pairs``, and
-    the output ``sum_ij a_ij u_ij``. ``(B, F, D) -> (B, D)``; with ``return_attention=True``
-    also the weights ``(B, P)`` (each row sums to 1). ``uniform=True`` replaces the
-    attention network by ``a_ij = 1 / P`` (AFM without attention). Dropout acts on the
-    pairwise interactions that are pooled, as in the paper, and is off in ``eval()``.
+    With ``e_i = v_i x_i`` (``(B, F, D)``) and the pairs ``i < j`` in the row-major order of
+    :func:`pair_indices` (``(0, 1), (0, 2), ..., (F-2, F-1)``, ``P = F (F - 1) / 2`` of them):
+
+    * pair-wise interaction: ``u_ij = e_i * e_j`` (element-wise), ``(B, P, D)``;
+    * attention score: ``a'_ij = h^T ReLU(W u_ij + b)``, with ``W`` ``(A, D)``, ``b`` ``(A,)``
+      (``self.attention``) and ``h`` ``(A,)`` (``self.projection``, no bias);
+    * weights: ``a_ij = softmax`` of the scores **over the P pairs** of each row;
+    * output: ``sum_ij a_ij u_ij``, ``(B, D)``.
+
+    Call ``layer(e)`` for ``(B, D)``; ``layer(e, return_attention=True)`` for
+    ``((B, D), (B, P))``; ``layer.weights(e)`` for the weights alone (every row sums to 1).
+    ``uniform=True`` is AFM *without* attention: ``a_ij = 1 / P`` and no attention
+    parameters at all. Dropout (rate ``dropout``) acts on the pairwise interactions that
+    are pooled -- not on the weights, which always sum to 1 -- and is off in ``eval()``.
     """
 
     def __init__(self, embed_dim: int, attention_dim: int = 16, dropout: float = 0.0,
                  num_fields: int | None = None, uniform: bool = False):
         super().__init__()
+        for name, value in (("embed_dim", embed_dim), ("attention_dim", attention_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout is a rate in [0, 1), got {dropout!r}")
         self._init_pairs(num_fields)
-        self.uniform = uniform
-        self.attention = nn.Linear(embed_dim, attention_dim)
-        self.projection = nn.Linear(attention_dim, 1, bias=False)  # h
-        self.dropout = nn.Dropout(dropout)
+        self.embed_dim = embed_dim
+        self.uniform = bool(uniform)
+        if self.uniform:  # no attention network: nothing to train, nothing to count
+            self.attention = self.projection = None
+        else:
+            self.attention = nn.Linear(embed_dim, attention_dim)          # W, b
+            self.projection = nn.Linear(attention_dim, 1, bias=False)     # h
+        self.dropout = nn.Dropout(float(dropout))
+
+    def interactions(self, e: torch.Tensor) -> torch.Tensor:
+        """The pair-wise interaction layer ``u_ij = e_i * e_j``: ``(B, F, D) -> (B, P, D)``."""
+        if e.ndim == 3 and e.shape[-1] != self.embed_dim:
+            raise ValueError(f"AttentionalInteraction was built for embed_dim={self.embed_dim}, "
+                             f"got embeddings of shape {tuple(e.shape)}")
+        rows, cols = self._pairs(e)
+        return e[:, rows] * e[:, cols]
+
+    def scores(self, u: torch.Tensor) -> torch.Tensor:
+        """Unnormalised scores ``a'_ij = h^T ReLU(W u_ij + b)``: ``(B, P, D) -> (B, P)``."""
+        if self.uniform:
+            return torch.zeros(u.shape[:2], dtype=u.dtype, device=u.device)
+        return self.projection(torch.relu(self.attention(u))).squeeze(-1)
 
     def weights(self, e: torch.Tensor) -> torch.Tensor:
-        """Attention over pairs: ``(B, F, D) -> (B, P)``, rows summing to 1."""
-        rows, cols = self._pairs(e)
-        return self._weights(e[:, rows] * e[:, cols])
+        """Attention over pairs: ``(B, F, D) -> (B, P)``, every row summing to 1."""
+        return self._weights(self.interactions(e))
 
     def _weights(self, u: torch.Tensor) -> torch.Tensor:
         if self.uniform:
             return torch.full(u.shape[:2], 1.0 / u.shape[1], dtype=u.dtype, device=u.device)
-        scores = self.projection(torch.relu(self.attention(u))).squeeze(-1)  # (B, P)
-        return torch.softmax(scores, dim=1)
+        return torch.softmax(self.scores(u), dim=1)  # dim 1 = the P pairs, never a size-1 dim
 
     def forward(self, e: torch.Tensor, return_attention: bool = False):
-        """``(B, F, D) -> (B, D)`` [and ``(B, P)`` weights]."""
-        rows, cols = self._pairs(e)
-        u = e[:, rows] * e[:, cols]  # (B, P, D)
-        a = self._weights(u)
+        """``(B, F, D) -> (B, D)``; with ``return_attention=True`` also the ``(B, P)`` weights."""
+        u = self.interactions(e)  # (B, P, D)
+        a = self._weights(u)      # (B, P)
         out = (a.unsqueeze(-1) * self.dropout(u)).sum(dim=1)
         return (out, a) if return_attention else out
 
@@ -273,16 +332,23 @@ class AttentionalInteraction(_Pairs):
 class Dice(nn.Module):
     """DIN's data-adaptive activation (Zhou et al., 2018).
 
-    ``f(s) = p(s) s + (1 - p(s)) alpha s`` with ``p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps))``.
-    In training ``E[s]`` and ``Var[s]`` are the minibatch's (per channel, over every row --
-    and every valid position of a ``(B, L, H)`` input when a ``mask`` is given); running
-    averages (``momentum``) replace them in ``eval()``. With ``E = 0`` and ``Var -> inf``,
-    ``p = 1/2``; with ``alpha = 0`` and a fixed ``p`` it is a soft ReLU gate.
+    ``f(s) = p(s) s + (1 - p(s)) alpha s`` with ``p(s) = sigmoid((s - E[s]) / sqrt(Var[s] + eps))``,
+    one ``alpha`` per channel (initialised to 0). In training ``E[s]`` and ``Var[s]`` are the
+    minibatch's (per channel, over every row -- and over the real positions only of a
+    ``(B, L, H)`` input when a ``(B, L)`` bool ``mask`` is given), and gradients flow through
+    them as in batch normalisation; running averages (``running = (1 - momentum) running +
+    momentum batch``, the variance unbiased) replace them in ``eval()``. A batch with a single
+    real row has no variance: the running statistics are used then too.
+
+    With the statistics fixed at ``E = 0``, ``Var = 1 - eps`` the gate is ``sigmoid(s)``; as
+    ``Var -> 0`` it tends to a step at ``E`` and Dice to PReLU with its kink at ``E``.
     Input ``(B, H)`` or ``(B, L, H)``; output of the same shape.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-8, momentum: float = 0.1):
         super().__init__()
+        if num_features < 1:
+            raise ValueError(f"num_features must be positive, got {num_features}")
         self.eps = eps
         self.momentum = momentum
         self.alpha = nn.Parameter(torch.zeros(num_features))
@@ -293,6 +359,9 @@ class Dice(nn.Module):
         """``(B, H)`` or ``(B, L, H)`` [+ ``(B, L)`` bool mask] -> same shape."""
         if x.shape[-1] != self.alpha.numel():
             raise ValueError(f"Dice was built for {self.alpha.numel()} features, got {x.shape[-1]}")
+        if mask is not None and (mask.dtype != torch.bool or tuple(mask.shape) != tuple(x.shape[:-1])):
+            raise ValueError(f"mask must be a bool tensor of shape {tuple(x.shape[:-1])}, got "
+                             f"{mask.dtype} {tuple(mask.shape)}")
         if self.training:
             flat = x.reshape(-1, x.shape[-1])
             if mask is not None:
@@ -302,9 +371,10 @@ class Dice(nn.Module):
                 var = flat.var(dim=0, unbiased=False)
                 with torch.no_grad():
                     n = flat.shape[0]
-                    self.running_mean.lerp_(mean.detach(), self.momentum)
-                    self.running_var.lerp_(var.detach() * n / (n - 1), self.momentum)
-            else:  # a single valid row has no batch statistics: use the running ones
+                    self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
+                    self.running_var.lerp_((var.detach() * n / (n - 1)).to(self.running_var.dtype),
+                                           self.momentum)
+            else:  # a single real row has no batch statistics: use the running ones
                 mean, var = self.running_mean, self.running_var
         else:
             mean, var = self.running_mean, self.running_var
@@ -329,13 +399,21 @@ def activation_layer(name: str, width: int) -> nn.Module:
 
 
 class ChannelPReLU(nn.Module):
-    """PReLU with one slope per channel of the **last** dimension (``(..., H) -> (..., H)``)."""
+    """PReLU with one slope per channel of the **last** dimension (``(..., H) -> (..., H)``).
+
+    ``f(s) = s`` for ``s >= 0`` and ``a s`` otherwise (``a`` learned, initialised to ``init``).
+    It takes the same ``mask`` argument as :class:`Dice` so the two are interchangeable, and
+    ignores it (PReLU has no statistics that padding could disturb).
+    """
 
     def __init__(self, num_features: int, init: float = 0.25):
         super().__init__()
-        self.weight = nn.Parameter(torch.full((num_features,), init))
+        self.weight = nn.Parameter(torch.full((num_features,), float(init)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(..., H) [+ mask, ignored] -> (..., H)``."""
+        if x.shape[-1] != self.weight.numel():
+            raise ValueError(f"ChannelPReLU was built for {self.weight.numel()} features, got {x.shape[-1]}")
         return torch.where(x >= 0, x, self.weight * x)
 
 
@@ -381,8 +459,12 @@ class ActivationUnit(nn.Module):
     """DIN's local activation unit ``g(e_h, e_t)``: one score per history position.
 
     Input to a small MLP: ``[e_h, e_t, e_h - e_t, e_h * e_t]`` (``4 D``) for every position
-    ``h``; hidden layers with PReLU or Dice; a linear output. The scores are **not**
-    normalised here (DIN keeps their intensity); the model masks padding.
+    ``h``; hidden layers (``hidden_dims``) with PReLU or Dice; a linear output. The scores
+    are **not** normalised here (DIN keeps their intensity). The ``mask`` only keeps padded
+    positions out of Dice's batch statistics; the scores at padded positions are computed
+    like any other and the *caller* must zero them (as :class:`~ctr_src.models.DIN` does).
+    A position's score depends on its own item and the target only (in training, Dice's
+    batch statistics also see the other real positions -- but not their order).
     ``(B, L, D), (B, D) [, (B, L) bool] -> (B, L)``.
     """
 

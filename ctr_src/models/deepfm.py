@@ -11,7 +11,11 @@ from .base import CTRModel
 
 
 class EmbeddingMLP(CTRModel):
-    """``logit = MLP([e_1, ..., e_F])``: embeddings concatenated into an MLP."""
+    """``logit = MLP([e_1, ..., e_F])``: field embeddings concatenated into an MLP.
+
+    The deep component of Wide & Deep and DeepFM on its own (FNN without the FM
+    initialisation). ``{"fields": (B, F) long} -> (B,)`` logits.
+    """
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, mlp_dims: Sequence[int] = (64, 32),
                  dropout: float = 0.0):
@@ -19,18 +23,20 @@ class EmbeddingMLP(CTRModel):
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
         self.mlp = MLP(len(field_dims) * embed_dim, mlp_dims, dropout)
 
-    def forward(self, batch):
-        e = self.embedding(self.fields_of(batch), self.values_of(batch))
+    def forward(self, batch) -> torch.Tensor:
+        """``batch -> (B,)`` logits."""
+        e = self.embedding(self.fields_of(batch), self.values_of(batch))  # (B, F, D)
         return self.mlp(e.flatten(1)).squeeze(-1)
 
 
 class DeepFM(CTRModel):
     """``logit = y_FM + y_DNN`` on **shared** embeddings.
 
-    ``y_FM = b + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j`` (the first-order weights come
-    from :class:`~ctr_src.layers.FeaturesLinear`, one per feature) and
-    ``y_DNN = MLP([e_1, ..., e_F])`` with the same ``e_i = v_i x_i``.
-    :meth:`components` returns the three terms separately.
+    ``y_FM = b + sum_i w_i x_i + sum_{i<j} <v_i, v_j> x_i x_j``: the first-order weights
+    ``w_i`` come from :class:`~ctr_src.layers.FeaturesLinear` (one per feature), the pairs
+    from :class:`~ctr_src.layers.FMInteraction`; ``y_DNN = MLP([e_1, ..., e_F])`` reads the
+    **same** vectors ``e_i = v_i x_i``, so both components train one embedding table.
+    :meth:`components` returns the three terms separately. ``{"fields": (B, F) long} -> (B,)``.
     """
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, mlp_dims: Sequence[int] = (64, 32),
@@ -44,11 +50,12 @@ class DeepFM(CTRModel):
     def components(self, batch) -> dict[str, torch.Tensor]:
         """``{"first_order", "fm", "mlp"}``, each ``(B,)``; their sum is the logit."""
         fields, values = self.fields_of(batch), self.values_of(batch)
-        e = self.embedding(fields, values)
+        e = self.embedding(fields, values)  # (B, F, D), shared by the FM and the MLP
         return {"first_order": self.linear(fields, values).squeeze(-1),
                 "fm": self.fm(e).squeeze(-1),
                 "mlp": self.mlp(e.flatten(1)).squeeze(-1)}
 
-    def forward(self, batch):
+    def forward(self, batch) -> torch.Tensor:
+        """``batch -> (B,)`` logits."""
         c = self.components(batch)
         return c["first_order"] + c["fm"] + c["mlp"]

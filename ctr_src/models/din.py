@@ -8,7 +8,18 @@ A DIN batch carries, beside ``"fields"`` ``(B, F) long``:
 * ``"history_mask"``: ``(B, L)`` bool -- ``True`` at real positions. The mask, not a magic
   id, decides what is padding: appending masked positions never changes the output.
 
-The candidate (target) is read from ``fields[:, seq_fields]``.
+The candidate (target) is read from ``fields[:, seq_fields]``: ``seq_fields`` (a model
+argument) are the positions of the sequence fields among the fields, the item first.
+``max_history`` (default 200) bounds ``L``; a longer history raises a ``ValueError`` that
+says how to cut it. :mod:`ctr_src.data.sequences` builds such batches from MovieLens.
+
+>>> import torch
+>>> from ctr_src import models
+>>> m = models.build("din", field_dims=[5, 9, 4], embed_dim=4, seq_fields=(1, 2))
+>>> batch = {"fields": torch.tensor([[1, 3, 2]]), "history": torch.tensor([[[4, 1], [0, 0]]]),
+...          "history_mask": torch.tensor([[True, False]])}
+>>> m(batch).shape, m.attention(batch)[0, 1].item()
+(torch.Size([1]), 0.0)
 """
 
 from __future__ import annotations
@@ -62,11 +73,23 @@ class _SequenceModel(CTRModel):
         t = e[:, self.seq_fields].flatten(1)
         return e, h, t, mask
 
+    def _pool(self, h, t, mask):  # pragma: no cover - defined by each model
+        raise NotImplementedError
+
+    def pooled(self, batch) -> torch.Tensor:
+        """The user-interest vector the MLP receives for the history: ``(B, S D)``
+        (``S`` sequence fields of ``D`` each), in the model's current mode."""
+        _, h, t, mask = self.embed(batch)
+        return self._pool(h, t, mask)
+
 
 class DINBase(_SequenceModel):
-    """The base model: history pooled by a masked **sum** (or mean), whatever the candidate.
+    """The base model ("Embedding & MLP"): the history pooled by a masked **sum** (or mean),
+    the same vector whatever the candidate.
 
-    ``logit = MLP([e_1, ..., e_F, pool(history)])``.
+    ``v_U = sum_j m_j e_j`` (``pooling="sum"``) or that sum divided by the number of real
+    positions (``"mean"``; an empty history pools to zeros either way);
+    ``logit = MLP([e_1, ..., e_F, v_U])`` with PReLU (or ``activation``) hidden layers.
     """
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, seq_fields: Sequence[int] = (1,),
@@ -78,26 +101,33 @@ class DINBase(_SequenceModel):
         self.pooling = pooling
         self.mlp = MLP(self.num_fields * embed_dim + self.seq_dim, mlp_dims, dropout, activation=activation)
 
-    def pooled(self, batch) -> torch.Tensor:
-        e, h, t, mask = self.embed(batch)
-        m = mask.unsqueeze(-1).to(h.dtype)
-        v = (h * m).sum(1)
+    def _pool(self, h, t, mask):
+        v = h.masked_fill(~mask.unsqueeze(-1), 0.0).sum(1)
         if self.pooling == "mean":
-            v = v / m.sum(1).clamp(min=1.0)
-        return e, v
+            v = v / mask.sum(1, keepdim=True).clamp(min=1).to(v.dtype)
+        return v
 
     def forward(self, batch):
-        e, v = self.pooled(batch)
-        return self.mlp(torch.cat([e.flatten(1), v], dim=1)).squeeze(-1)
+        """``batch -> (B,)`` logits (see the module docstring for the batch)."""
+        e, h, t, mask = self.embed(batch)
+        return self.mlp(torch.cat([e.flatten(1), self._pool(h, t, mask)], dim=1)).squeeze(-1)
 
 
 class DIN(_SequenceModel):
     """Deep Interest Network: the history pooled with weights that depend on the candidate.
 
-    ``v_U(A) = sum_j g(e_j, e_A) e_j`` over real positions ``j`` -- **no softmax** by default,
-    so the pooled vector keeps the intensity of the user's interest in ``A``
-    (``softmax=True`` normalises the weights over the real positions instead).
-    ``logit = MLP([e_1, ..., e_F, v_U(A)])`` with Dice or PReLU activations.
+    ``v_U(A) = sum_j m_j g(e_j, e_A) e_j`` over the positions ``j`` with mask ``m_j`` --
+    **no softmax** by default, so the pooled vector keeps the intensity of the user's
+    interest in ``A`` (``softmax=True`` normalises the weights over the real positions
+    instead; an empty history then pools to zeros too).
+    ``logit = MLP([e_1, ..., e_F, v_U(A)])``; the activation unit ``g`` and the MLP use
+    ``activation`` (``"dice"`` or ``"prelu"``).
+
+    Build it through the registry like every model:
+    ``models.build("din", field_dims=data.field_dims, seq_fields=data.seq_fields)``, where
+    ``seq_fields`` are the positions among the fields of the target item (first) and of any
+    other per-position attribute of the history (e.g. its genre): ``(1,)`` = item only,
+    ``(1, 7)`` = item and genre with :data:`~ctr_src.data.DEFAULT_FIELDS`.
     """
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, seq_fields: Sequence[int] = (1,),
@@ -105,26 +135,42 @@ class DIN(_SequenceModel):
                  dropout: float = 0.0, activation: str = "dice", softmax: bool = False,
                  max_history: int = 200):
         super().__init__(field_dims, embed_dim, seq_fields, max_history)
-        self.softmax = softmax
+        if activation not in ("dice", "prelu"):
+            raise ValueError(f"DIN uses activation 'dice' or 'prelu', got {activation!r}")
+        self.softmax = bool(softmax)
         self.unit = ActivationUnit(self.seq_dim, attention_dims, activation)
         self.mlp = MLP(self.num_fields * embed_dim + self.seq_dim, mlp_dims, dropout, activation=activation)
 
     def _weights(self, h, t, mask):
-        scores = self.unit(h, t, mask)  # (B, L)
+        scores = self.unit(h, t, mask)  # (B, L) raw g(e_j, e_A)
         if self.softmax:
-            scores = scores.masked_fill(~mask, float("-inf"))
-            w = torch.softmax(scores, dim=1)
-            return torch.nan_to_num(w, nan=0.0)  # an empty history has no weights
-        return scores * mask.to(scores.dtype)
+            # padded positions get -inf; an all-padded row is softmaxed over zeros and then
+            # masked to zero, so no NaN appears, forward or backward.
+            empty = ~mask.any(dim=1, keepdim=True)
+            scores = scores.masked_fill(~mask, float("-inf")).masked_fill(empty, 0.0)
+            scores = torch.softmax(scores, dim=1)
+        return torch.where(mask, scores, torch.zeros_like(scores))
+
+    def _pool(self, h, t, mask):
+        return (self._weights(h, t, mask).unsqueeze(-1) * h).sum(1)
 
     def forward(self, batch):
+        """``batch -> (B,)`` logits (see the module docstring for the batch)."""
         e, h, t, mask = self.embed(batch)
-        w = self._weights(h, t, mask)
-        v = (w.unsqueeze(-1) * h).sum(1)
-        return self.mlp(torch.cat([e.flatten(1), v], dim=1)).squeeze(-1)
+        return self.mlp(torch.cat([e.flatten(1), self._pool(h, t, mask)], dim=1)).squeeze(-1)
 
     @torch.no_grad()
     def attention(self, batch) -> torch.Tensor:
-        """Weights ``g(e_j, e_A)`` over the history: ``(B, L)``, zero at padded positions."""
-        _, h, t, mask = self.embed(batch)
-        return self._weights(h, t, mask)
+        """The weights over the history, ``(B, L)``: ``g(e_j, e_A)`` (or its softmax) at real
+        positions, exactly 0 at padded ones.
+
+        Computed in eval mode (Dice uses its running statistics and leaves them alone);
+        the model's mode is restored afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            _, h, t, mask = self.embed(batch)
+            return self._weights(h, t, mask)
+        finally:
+            self.train(was_training)

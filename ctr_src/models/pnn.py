@@ -13,10 +13,18 @@ from .base import CTRModel
 class PNN(CTRModel):
     """Embeddings -> product layer -> MLP.
 
-    The product layer emits the linear signals ``l_z`` (the concatenated embeddings) and
-    the quadratic signals ``l_p`` (``P`` inner products, ``P`` kernel-reduced outer products,
-    or both); the first hidden layer ``ReLU(W_z z + W_p p + b)`` is a linear layer on
-    ``[z, p]``. ``product`` is ``"inner"`` (IPNN), ``"outer"`` (OPNN) or ``"both"`` (PNN*).
+    The product layer emits the linear signals ``l_z`` (the ``F`` embeddings concatenated,
+    ``F D`` numbers) and the quadratic signals ``l_p`` (``P = F (F - 1) / 2`` inner products,
+    ``P`` kernel-reduced outer products, or both, pairs ``i < j`` row-major). The first hidden
+    layer ``ReLU(W_z z + W_p p + b)`` is one linear layer on ``[z, p]``.
+
+    * ``product``: ``"inner"`` (IPNN), ``"outer"`` (OPNN) or ``"both"`` (PNN*);
+    * ``kernel``: the outer-product kernel, ``"mat"``, ``"vec"`` or ``"num"``
+      (see :class:`~ctr_src.layers.OuterProduct`; ignored by IPNN).
+
+    ``{"fields": (B, F) long[, "values": (B, F) float]} -> (B,)`` logits.
+    :meth:`signals` returns the product layer's output and :attr:`slices` where each
+    block of it lies: ``"z"``, then ``"inner"`` and/or ``"outer"``.
     """
 
     PRODUCTS = ("inner", "outer", "both")
@@ -27,17 +35,24 @@ class PNN(CTRModel):
         if product not in self.PRODUCTS:
             raise ValueError(f"unknown product {product!r}; choose one of {self.PRODUCTS}")
         f = len(field_dims)
+        if f < 2:
+            raise ValueError(f"a product layer needs at least 2 fields, got field_dims={list(field_dims)}")
         p = f * (f - 1) // 2
         self.product = product
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
         self.inner = InnerProduct(f) if product in ("inner", "both") else None
         self.outer = OuterProduct(f, embed_dim, kernel) if product in ("outer", "both") else None
-        width = f * embed_dim + p * (2 if product == "both" else 1)
+        self.slices: dict[str, slice] = {"z": slice(0, f * embed_dim)}
+        width = f * embed_dim
+        for name, layer in (("inner", self.inner), ("outer", self.outer)):
+            if layer is not None:
+                self.slices[name] = slice(width, width + p)
+                width += p
         self.mlp = MLP(width, mlp_dims, dropout)
 
     def signals(self, batch) -> torch.Tensor:
         """The product layer's output ``[l_z, l_p]``: ``(B, F D + P)`` (``+ 2P`` for both)."""
-        e = self.embedding(self.fields_of(batch), self.values_of(batch))
+        e = self.embedding(self.fields_of(batch), self.values_of(batch))  # (B, F, D)
         parts = [e.flatten(1)]
         if self.inner is not None:
             parts.append(self.inner(e))
@@ -46,4 +61,5 @@ class PNN(CTRModel):
         return torch.cat(parts, dim=1)
 
     def forward(self, batch):
+        """``{"fields": (B, F) long, ...} -> (B,)`` logits."""
         return self.mlp(self.signals(batch)).squeeze(-1)
