@@ -24,6 +24,8 @@ vocabulary including ``<unk>``.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -209,8 +211,9 @@ class CTRData:
         return self.encoder.field_dims
 
     def to(self, device) -> "CTRData":
-        return CTRData(self.table, self.encoder, self.fields, self.train.to(device),
-                       self.valid.to(device), self.test.to(device), self.split)
+        """A copy (of the same class) whose three splits live on ``device``."""
+        return dataclasses.replace(self, train=self.train.to(device), valid=self.valid.to(device),
+                                   test=self.test.to(device))
 
     def summary(self) -> pd.DataFrame:
         rows = []
@@ -278,11 +281,6 @@ class CrossedCTRData(CTRData):
     @property
     def cross_dims(self) -> list[int]:
         return self.cross_encoder.field_dims
-
-    def to(self, device) -> "CrossedCTRData":
-        return CrossedCTRData(self.table, self.encoder, self.fields, self.train.to(device),
-                              self.valid.to(device), self.test.to(device), self.split,
-                              self.cross_encoder)
 
 
 def add_crosses(data: CTRData, pairs: Sequence[Sequence[str]] = DEFAULT_CROSSES
