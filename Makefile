@@ -8,7 +8,6 @@ DATA   := data/ml-100k/MANIFEST.json
 # the notebook kernel spec runs `python`: let that be the venv's interpreter
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
-export MPLBACKEND := Agg
 
 .PHONY: book test install data lab execute unit nbval build-book clean help
 
