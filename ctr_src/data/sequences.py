@@ -152,51 +152,29 @@ def build_histories(source: CTRData | pd.DataFrame, max_len: int = DEFAULT_MAX_L
 
 
 @dataclass
-class DINData:
+class DINData(CTRData):
     """MovieLens-100K with behaviour histories, split in time per user.
 
-    Like :class:`~ctr_src.data.CTRData` (``field_dims``, ``encoder``, ``table``, ``train``,
-    ``valid``, ``test``), and each split also carries ``"history"`` ``(N, L, S)`` long and
+    A :class:`~ctr_src.data.CTRData` (``field_dims``, ``encoder``, ``table``, ``train``,
+    ``valid``, ``test``, ``to``) whose splits also carry ``"history"`` ``(N, L, S)`` long and
     ``"history_mask"`` ``(N, L)`` bool. ``seq_fields`` are the positions of the sequence
     fields among the fields -- pass them to the model:
     ``models.build("din", field_dims=data.field_dims, seq_fields=data.seq_fields)``.
     """
 
-    table: pd.DataFrame
-    encoder: FieldEncoder
-    fields: np.ndarray
     histories: Histories
-    train: TensorData
-    valid: TensorData
-    test: TensorData
     seq_fields: tuple[int, ...]
-
-    @property
-    def field_names(self) -> list[str]:
-        return list(self.encoder.fields)
-
-    @property
-    def field_dims(self) -> list[int]:
-        return self.encoder.field_dims
 
     @property
     def max_len(self) -> int:
         return self.histories.max_len
 
-    def to(self, device) -> "DINData":
-        return DINData(self.table, self.encoder, self.fields, self.histories, self.train.to(device),
-                       self.valid.to(device), self.test.to(device), self.seq_fields)
-
     def summary(self) -> pd.DataFrame:
-        rows = []
-        for name in ("train", "valid", "test"):
-            part = getattr(self, name)
-            length = part["history_mask"].sum(1).float()
-            rows.append({"split": name, "impressions": len(part),
-                         "positive rate": float(part["label"].float().mean()),
-                         "mean history length": float(length.mean()),
-                         "empty histories": float((length == 0).float().mean())})
-        return pd.DataFrame(rows).set_index("split")
+        out = super().summary()
+        lengths = {name: getattr(self, name)["history_mask"].sum(1).float() for name in out.index}
+        out["mean history length"] = [float(lengths[n].mean()) for n in out.index]
+        out["empty histories"] = [float((lengths[n] == 0).float().mean()) for n in out.index]
+        return out
 
 
 def with_histories(data: CTRData, max_len: int = DEFAULT_MAX_LEN,
@@ -211,7 +189,9 @@ def with_histories(data: CTRData, max_len: int = DEFAULT_MAX_LEN,
                                      history=torch.from_numpy(hist.history[index]),
                                      history_mask=torch.from_numpy(hist.mask[index]))))
     positions = tuple(data.encoder.fields.index(f) for f in seq_fields)
-    return DINData(data.table, data.encoder, data.fields, hist, *parts, seq_fields=positions)
+    train, valid, test = parts
+    return DINData(data.table, data.encoder, data.fields, train, valid, test, data.split,
+                   histories=hist, seq_fields=positions)
 
 
 def load_din(max_len: int = DEFAULT_MAX_LEN, seq_fields: Sequence[str] = DEFAULT_SEQ_FIELDS,
