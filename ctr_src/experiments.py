@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import models
+from .reference import book_seed
 from .train import History, evaluate, fit
 from .utils import count_parameters, default_device, seed_everything
 
@@ -63,14 +64,15 @@ class Result:
         return r
 
 
-def run(name: str, data, *, label: str | None = None, seed: int = 2024, device=None,
+def run(name: str, data, *, label: str | None = None, seed: int | None = None, device=None,
         progress: bool = False, gauc: bool = False, model_kwargs: dict | None = None,
         fit_kwargs: dict | None = None) -> Result:
     """Seed, build ``name`` with the book's settings (updated by ``model_kwargs``), train it
     on ``data.train`` with early stopping on ``data.valid``, and test it on ``data.test``.
 
     ``data`` is a :class:`~ctr_src.data.CTRData` (or anything with ``field_dims``, ``train``,
-    ``valid`` and ``test``).
+    ``valid`` and ``test``). ``seed`` defaults to the book's seed, 2024
+    (:func:`ctr_src.reference.book_seed`; ``$CTR_SEED`` overrides it).
     """
     key = name.lower()
     if key not in SETTINGS:
@@ -78,6 +80,7 @@ def run(name: str, data, *, label: str | None = None, seed: int = 2024, device=N
     mk = dict(SETTINGS[key]["model"], **(model_kwargs or {}))
     fk = dict(SETTINGS[key]["fit"], **(fit_kwargs or {}))
     device = device if device is not None else default_device()
+    seed = book_seed() if seed is None else seed
     seed_everything(seed)
     model = models.build(key, field_dims=data.field_dims, **mk).to(device)
     history = fit(model, data.train, data.valid, seed=seed, device=device, progress=progress,

@@ -4,11 +4,24 @@
 :class:`~ctr_src.data.TensorData`, evaluates AUC and logloss on the validation set after
 every epoch, stops early when validation AUC has not improved for ``patience`` epochs and
 **always restores the weights of the best epoch** before returning the history.
+
+The trainer fails loudly and loses nothing:
+
+* labels are checked once per call at the boundary (``fit``: train and valid; ``evaluate``):
+  they must be finite 0/1 clicks, else a ``ValueError`` says which data set, how many labels
+  are bad, shows one and says how to fix it;
+* a non-finite training loss raises :class:`TrainingDiverged` at the batch where it appears
+  (non-finite validation scores after an epoch raise it too), saying what to try;
+* whatever stops ``fit`` (divergence, an error in the model, ``KeyboardInterrupt``), the model
+  is left with its last good weights -- the best epoch's if an epoch has finished, else the
+  weights it had when ``fit`` was called -- and the history so far is attached to the
+  exception as ``.history`` before it propagates.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -62,6 +75,30 @@ def model_device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+class TrainingDiverged(RuntimeError):
+    """:func:`fit` met a non-finite training loss (or non-finite validation scores).
+
+    ``epoch`` and ``batch`` (both counted from 1; ``batch`` is ``None`` when the validation
+    scores were the first to go non-finite) say where, ``loss`` is the offending loss value
+    (``None`` for validation scores) and ``history`` the :class:`History` of the epochs that
+    finished. When it propagates, the model already holds its last good weights.
+    """
+
+    def __init__(self, message: str, *, epoch: int, batch: int | None = None,
+                 loss: float | None = None):
+        super().__init__(message)
+        self.epoch, self.batch, self.loss = epoch, batch, loss
+        self.history: History | None = None
+
+
+class _NonFiniteScores(ValueError):
+    """Raised by :func:`_evaluate`; callers turn it into their own error."""
+
+    def __init__(self, n_bad: int, n: int, example: float):
+        super().__init__(f"{n_bad} of {n} scores are not finite (e.g. {example})")
+        self.n_bad, self.n, self.example = n_bad, n, example
+
+
 def _check_data(data: TensorData, name: str) -> None:
     if not isinstance(data, TensorData):
         raise TypeError(f"{name} must be a ctr_src.data.TensorData, got {type(data).__name__}")
@@ -70,6 +107,19 @@ def _check_data(data: TensorData, name: str) -> None:
             raise KeyError(f"{name} has no {key!r} tensor (has {sorted(data.keys())})")
     if len(data) == 0:
         raise ValueError(f"{name} is empty")
+
+
+def _check_labels(data: TensorData, name: str) -> None:
+    """Every label of ``data`` must be a finite 0 or 1 (one vectorised pass, on its device)."""
+    y = data["label"]
+    bad = ~((y == 0) | (y == 1))  # NaN and inf compare unequal to both, so they count as bad
+    n_bad = int(bad.sum())  # the only host sync, and it is one per call
+    if n_bad:
+        example = y[bad][:1].item()
+        raise ValueError(
+            f"{name} has {n_bad} of {len(y)} labels that are not 0 or 1 (e.g. {example!r}). "
+            "Labels must be 0/1 clicks: binarise ratings first, e.g. "
+            "label = (rating >= 4).float(), and drop or fill rows whose label is NaN.")
 
 
 @torch.no_grad()
@@ -90,11 +140,14 @@ def predict_proba(model: nn.Module, data: TensorData, batch_size: int = 8192) ->
     return torch.sigmoid(predict(model, data, batch_size)).numpy()
 
 
-def evaluate(model: nn.Module, data: TensorData, batch_size: int = 8192,
-             gauc: bool = False) -> dict[str, float]:
-    """AUC and logloss (and GAUC over ``data["user"]`` if ``gauc=True``) of ``model`` on ``data``."""
-    _check_data(data, "data")
+def _evaluate(model: nn.Module, data: TensorData, batch_size: int,
+              gauc: bool) -> dict[str, float]:
+    """:func:`evaluate` without the label check; raises ``_NonFiniteScores``."""
     logits = predict(model, data, batch_size)
+    finite = torch.isfinite(logits)
+    if not bool(finite.all()):
+        bad = logits[~finite]
+        raise _NonFiniteScores(len(bad), len(logits), bad[0].item())
     labels = data["label"].cpu().numpy()
     out = {"auc": metrics.auc(labels, logits.numpy()),
            "logloss": metrics.logloss(labels, torch.sigmoid(logits).numpy())}
@@ -103,6 +156,59 @@ def evaluate(model: nn.Module, data: TensorData, batch_size: int = 8192,
             raise KeyError("GAUC needs a 'user' tensor in the data to group by")
         out["gauc"] = metrics.gauc(labels, logits.numpy(), data["user"].cpu().numpy())
     return out
+
+
+def evaluate(model: nn.Module, data: TensorData, batch_size: int = 8192,
+             gauc: bool = False) -> dict[str, float]:
+    """AUC and logloss (and GAUC over ``data["user"]`` if ``gauc=True``) of ``model``.
+
+    Raises ``ValueError`` if a label of ``data`` is not a finite 0 or 1, or if the model
+    scores a row NaN or infinite (its weights or inputs are not finite).
+    """
+    _check_data(data, "data")
+    _check_labels(data, "data")
+    try:
+        return _evaluate(model, data, batch_size, gauc)
+    except _NonFiniteScores as exc:
+        raise ValueError(
+            f"the model's scores on data are not all finite: {exc}. Its weights or inputs "
+            "hold NaN/inf (check torch.isfinite on model.parameters() and on data['fields']); "
+            "if they came from training, retrain with a lower learning rate.") from None
+
+
+def _divergence_advice(lr: float, custom_optimizer: bool) -> str:
+    rate = ("the learning rate of your optimizer" if custom_optimizer
+            else f"the learning rate (lr={lr:g} now; try lr={lr / 10:g})")
+    return (f"Try lowering {rate}; check the inputs for NaN/inf or extreme values and the "
+            "weight decay; or clip the gradients (torch.nn.utils.clip_grad_norm_).")
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    """A copy of ``model.state_dict()`` on the CPU (no extra accelerator memory)."""
+    state = model.state_dict()
+    out = type(state)((k, v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor)
+                       else copy.deepcopy(v)) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        out._metadata = copy.deepcopy(state._metadata)
+    return out
+
+
+def _restore_after_failure(exc: BaseException, model: nn.Module, state: dict, what: str,
+                           mode: bool, history: History) -> None:
+    """Load ``state`` into ``model``, set its mode and attach ``history`` to ``exc``."""
+    try:
+        model.load_state_dict(state)
+        model.train(mode)
+        note = f"ctr_src.train.fit restored {what}"
+    except Exception as err:  # e.g. a CUDA error that left the device unusable
+        note = f"ctr_src.train.fit could NOT restore {what}: {type(err).__name__}: {err}"
+    try:
+        exc.history = history
+        note += "; the history of the finished epochs is attached as .history"
+    except (AttributeError, TypeError):  # an exception type that takes no attributes
+        pass
+    if hasattr(exc, "add_note"):  # Python 3.11+: shown under the traceback
+        exc.add_note(note)
 
 
 def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int = 10,
@@ -119,55 +225,97 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
     * ``optimizer``: a factory ``params -> torch.optim.Optimizer`` (default Adam).
 
     Returns a :class:`History` with, per epoch, ``train_loss``, ``valid_auc``,
-    ``valid_logloss`` (and ``valid_gauc``), and ``seconds`` of training.
+    ``valid_logloss`` (and ``valid_gauc``), and ``seconds`` of training; the model is left
+    in eval mode with the best epoch's weights.
+
+    Raises ``ValueError`` before training if a label of ``train`` or ``valid`` is not a
+    finite 0 or 1, and :class:`TrainingDiverged` at the first batch whose loss is not finite
+    (or after an epoch whose validation scores are not). Whatever the error (``KeyboardInterrupt``
+    included), the model is first given back its last good weights: the best epoch's (and
+    eval mode) if an epoch has finished, else the weights (and mode) it had when ``fit`` was
+    called; the :class:`History` so far is attached to the exception as ``.history``.
     """
     _check_data(train, "train")
     _check_data(valid, "valid")
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
-    device = torch.device(device) if device is not None else model_device(model)
-    model.to(device)
-    train, valid = train.to(device), valid.to(device)
-    opt = optimizer(model.parameters()) if optimizer else torch.optim.Adam(
-        model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss()
-    gen = torch.Generator().manual_seed(seed)
+    _check_labels(train, "train")
+    _check_labels(valid, "valid")
+    was_training = model.training
+    initial_state = _cpu_state(model)  # what a failure before the first epoch gives back
     history = History()
     best_auc, best_state, wait = -np.inf, None, 0
-    bar = tqdm(range(1, epochs + 1), desc=type(model).__name__, disable=not progress,
-               file=sys.stderr, leave=True, dynamic_ncols=False, ncols=100)
-    for epoch in bar:
-        model.train()
-        start = time.perf_counter()
-        total, count = 0.0, 0
-        for batch in train.batches(batch_size, shuffle=True, generator=gen):
-            opt.zero_grad(set_to_none=True)
-            logits = model(batch)
-            loss = loss_fn(logits, batch["label"].to(logits.dtype))
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(batch["label"])
-            count += len(batch["label"])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        scores = evaluate(model, valid, gauc=gauc)
-        record = {"epoch": epoch, "train_loss": total / count, "valid_auc": scores["auc"],
-                  "valid_logloss": scores["logloss"], "seconds": seconds}
-        if gauc:
-            record["valid_gauc"] = scores["gauc"]
-        history.records.append(record)
-        if scores["auc"] > best_auc + min_delta or best_state is None:
-            best_auc, wait = scores["auc"], 0
-            history.best_epoch = epoch
-            best_state = copy.deepcopy(model.state_dict())
+    bar = None
+    try:
+        device = torch.device(device) if device is not None else model_device(model)
+        model.to(device)
+        train, valid = train.to(device), valid.to(device)
+        opt = optimizer(model.parameters()) if optimizer else torch.optim.Adam(
+            model.parameters(), lr=lr, weight_decay=weight_decay)
+        loss_fn = nn.BCEWithLogitsLoss()
+        gen = torch.Generator().manual_seed(seed)
+        n_batches = train.num_batches(batch_size)
+        bar = tqdm(range(1, epochs + 1), desc=type(model).__name__, disable=not progress,
+                   file=sys.stderr, leave=True, dynamic_ncols=False, ncols=100)
+        for epoch in bar:
+            model.train()
+            start = time.perf_counter()
+            total, count = 0.0, 0
+            for b, batch in enumerate(train.batches(batch_size, shuffle=True, generator=gen), 1):
+                opt.zero_grad(set_to_none=True)
+                logits = model(batch)
+                loss = loss_fn(logits, batch["label"].to(logits.dtype))
+                loss_value = float(loss.detach())  # the one host sync per batch
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(
+                        f"training diverged: the loss is {loss_value} in epoch {epoch}, "
+                        f"batch {b} of {n_batches}. "
+                        + _divergence_advice(lr, optimizer is not None),
+                        epoch=epoch, batch=b, loss=loss_value)
+                loss.backward()
+                opt.step()
+                total += loss_value * len(batch["label"])
+                count += len(batch["label"])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - start
+            try:
+                scores = _evaluate(model, valid, 8192, gauc)
+            except _NonFiniteScores as exc:
+                raise TrainingDiverged(
+                    f"training diverged: after epoch {epoch} the validation scores are not "
+                    f"finite ({exc}) although every training loss was: the last steps "
+                    "pushed the weights to NaN/inf. "
+                    + _divergence_advice(lr, optimizer is not None),
+                    epoch=epoch) from None
+            record = {"epoch": epoch, "train_loss": total / count, "valid_auc": scores["auc"],
+                      "valid_logloss": scores["logloss"], "seconds": seconds}
+            if gauc:
+                record["valid_gauc"] = scores["gauc"]
+            history.records.append(record)
+            if scores["auc"] > best_auc + min_delta or best_state is None:
+                best_auc, wait = scores["auc"], 0
+                best_state = copy.deepcopy(model.state_dict())
+                history.best_epoch = epoch  # only once its weights are safely copied
+            else:
+                wait += 1
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", auc=f"{scores['auc']:.4f}")
+            if wait >= patience:
+                history.stopped_early = epoch < epochs
+                break
+        bar.close()
+        model.load_state_dict(best_state)
+        model.eval()
+        return history
+    except BaseException as exc:
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            _restore_after_failure(exc, model, best_state,
+                                   f"the weights of the best epoch ({history.best_epoch})",
+                                   False, history)
         else:
-            wait += 1
-        bar.set_postfix(loss=f"{record['train_loss']:.4f}", auc=f"{scores['auc']:.4f}")
-        if wait >= patience:
-            history.stopped_early = epoch < epochs
-            break
-    bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
-    return history
+            _restore_after_failure(exc, model, initial_state,
+                                   "the weights the model had before fit", was_training,
+                                   history)
+        raise

@@ -102,3 +102,192 @@ def test_fit_on_cuda_matches_cpu_closely():
         h = train.fit(m, toy_data(), toy_data(seed=1), epochs=3, device=device, progress=False)
         return h.column("valid_auc")
     assert np.allclose(run("cpu"), run("cuda"), atol=1e-3)
+
+
+# --- the trainer fails loudly and loses nothing ---------------------------------------------
+
+class Faulty(torch.nn.Module):
+    """Wraps a model; on its ``at``-th training forward call it returns NaN logits or raises
+    ``error``; with ``eval_nan_from`` its eval-mode (validation) scores turn NaN from that
+    eval call on."""
+
+    def __init__(self, inner, at=None, error=None, eval_nan_from=None):
+        super().__init__()
+        self.inner, self.at, self.error, self.eval_nan_from = inner, at, error, eval_nan_from
+        self.train_calls = self.eval_calls = 0
+
+    def forward(self, batch):
+        out = self.inner(batch)
+        if self.training:
+            self.train_calls += 1
+            if self.train_calls == self.at:
+                if self.error is not None:
+                    raise self.error
+                return out * float("nan")
+        else:
+            self.eval_calls += 1
+            if self.eval_nan_from is not None and self.eval_calls >= self.eval_nan_from:
+                return out * float("nan")
+        return out
+
+
+def fm_model(seed=0, **faults):
+    utils.seed_everything(seed)
+    return Faulty(models.build("fm", field_dims=DIMS, embed_dim=4), **faults)
+
+
+def weights(m):
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def assert_weights_equal(m, expected):
+    got = m.state_dict()
+    assert got.keys() == expected.keys()
+    for k, v in expected.items():
+        assert torch.isfinite(got[k].float()).all(), k
+        assert torch.equal(got[k], v), k
+
+
+FIT = dict(batch_size=64, lr=0.05, seed=7, progress=False)  # 600 rows -> 10 batches per epoch
+
+
+def without_seconds(history):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
+def with_labels(data, label):
+    return TensorData({**data.tensors, "label": label})
+
+
+def test_labels_outside_0_1_are_rejected_naming_the_data_set():
+    m = models.build("lr", field_dims=DIMS)
+    before = weights(m)
+    d = toy_data()
+    twos = with_labels(d, torch.full((len(d),), 2.0))
+    with pytest.raises(ValueError, match=r"train has 600 of 600 labels .*2\.0.*binarise") as info:
+        train.fit(m, twos, toy_data(seed=1), **FIT)
+    assert "valid" not in str(info.value)
+    with pytest.raises(ValueError, match=r"^valid has 600 of 600 labels .*2\.0"):
+        train.fit(m, d, twos, **FIT)
+    assert_weights_equal(m, before)  # nothing trained
+
+
+@pytest.mark.parametrize("which", ["train", "valid"])
+def test_a_nan_or_inf_label_is_rejected(which):
+    for bad in (float("nan"), float("inf")):
+        sets = {"train": toy_data(), "valid": toy_data(seed=1)}
+        y = sets[which]["label"].clone()
+        y[17] = bad
+        sets[which] = with_labels(sets[which], y)
+        with pytest.raises(ValueError, match=rf"^{which} has 1 of 600 labels .*{bad}"):
+            train.fit(models.build("lr", field_dims=DIMS), sets["train"], sets["valid"], **FIT)
+
+
+def test_evaluate_rejects_bad_labels_and_nonfinite_scores():
+    utils.seed_everything(0)
+    m = models.build("lr", field_dims=DIMS)
+    d = toy_data(100)
+    with pytest.raises(ValueError, match=r"data has 100 of 100 labels .*2\.0"):
+        train.evaluate(m, with_labels(d, torch.full((100,), 2.0)))
+    y = d["label"].clone()
+    y[3] = float("nan")
+    with pytest.raises(ValueError, match=r"data has 1 of 100 labels .*nan"):
+        train.evaluate(m, with_labels(d, y))
+    # integer and boolean 0/1 labels are fine
+    ref = train.evaluate(m, d)
+    assert train.evaluate(m, with_labels(d, d["label"].long())) == ref
+    assert train.evaluate(m, with_labels(d, d["label"].bool())) == ref
+    with torch.no_grad():
+        next(m.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="scores on data are not all finite: 100 of 100"):
+        train.evaluate(m, d)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_divergence_in_first_epoch_raises_and_restores_prefit_weights(mode):
+    utils.seed_everything(0)
+    m = models.build("fm", field_dims=DIMS, embed_dim=4).train(mode == "train")
+    before = weights(m)
+    with pytest.raises(train.TrainingDiverged) as info:
+        train.fit(m, toy_data(), toy_data(seed=1), epochs=3, batch_size=64, lr=1e30,
+                  progress=False)
+    err = info.value
+    assert isinstance(err, RuntimeError)
+    assert err.epoch == 1 and err.batch is not None and err.batch >= 1
+    assert not np.isfinite(err.loss)
+    msg = str(err)
+    assert f"epoch 1, batch {err.batch} of 10" in msg and "learning rate" in msg
+    assert "lr=1e+30" in msg and "clip" in msg
+    assert len(err.history) == 0
+    if hasattr(err, "add_note"):  # Python 3.11+: the traceback says what was restored
+        assert "restored the weights the model had before fit" in " ".join(err.__notes__)
+    assert_weights_equal(m, before)
+    assert m.training == (mode == "train")
+
+
+def test_divergence_in_a_later_epoch_restores_the_best_epochs_weights():
+    ref = fm_model()
+    h1 = train.fit(ref, toy_data(), toy_data(seed=1), epochs=1, **FIT)
+    m = fm_model(at=13)  # the 3rd batch of epoch 2 returns NaN logits
+    with pytest.raises(train.TrainingDiverged, match=r"loss is nan in epoch 2, batch 3 of 10") \
+            as info:
+        train.fit(m, toy_data(), toy_data(seed=1), epochs=5, **FIT)
+    assert_weights_equal(m, weights(ref))  # epoch 1's weights, not those of epoch 2, batch 2
+    assert not m.training
+    err = info.value
+    assert (err.epoch, err.batch) == (2, 3) and np.isnan(err.loss)
+    # the history of the finished epoch travels with the exception
+    assert without_seconds(err.history) == without_seconds(h1)
+    assert err.history.best_epoch == 1
+
+
+def test_nonfinite_validation_scores_raise_training_diverged():
+    # validation scores turn NaN from the 3rd evaluation on (epoch 3), losses stay finite
+    ref = fm_model()
+    h2 = train.fit(ref, toy_data(), toy_data(seed=1), epochs=2, patience=5, **FIT)
+    m = fm_model(eval_nan_from=3)
+    with pytest.raises(train.TrainingDiverged, match="after epoch 3 the validation scores") as info:
+        train.fit(m, toy_data(), toy_data(seed=1), epochs=5, patience=5, **FIT)
+    assert "contains NaN or infinite values" not in str(info.value)
+    assert info.value.epoch == 3 and info.value.batch is None
+    assert info.value.history.best_epoch == h2.best_epoch
+    m.eval_nan_from = None
+    assert_weights_equal(m, weights(ref))
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom in forward"), KeyboardInterrupt()],
+                         ids=["RuntimeError", "KeyboardInterrupt"])
+def test_an_error_in_the_model_restores_weights_and_propagates(error):
+    # in epoch 1: back to the weights before fit, and to the mode the model was in
+    m = fm_model(at=4, error=error)
+    m.eval()
+    before = weights(m)
+    with pytest.raises(type(error)) as info:
+        train.fit(m, toy_data(), toy_data(seed=1), epochs=3, **FIT)
+    assert info.value is error
+    assert len(info.value.history) == 0
+    assert_weights_equal(m, before)
+    assert not m.training
+    # in epoch 3: back to the best of the two finished epochs, as a 2-epoch fit gives
+    ref = fm_model()
+    h2 = train.fit(ref, toy_data(), toy_data(seed=1), epochs=2, patience=5, **FIT)
+    m = fm_model(at=25, error=error)
+    with pytest.raises(type(error)) as info:
+        train.fit(m, toy_data(), toy_data(seed=1), epochs=5, patience=5, **FIT)
+    assert info.value.history.best_epoch == h2.best_epoch and len(info.value.history) == 2
+    assert_weights_equal(m, weights(ref))
+    assert not m.training
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_label_checks_and_restore_on_cuda():
+    d = toy_data().to("cuda")
+    y = d["label"].clone()
+    y[5] = float("nan")
+    with pytest.raises(ValueError, match=r"^train has 1 of 600 labels .*nan"):
+        train.fit(models.build("lr", field_dims=DIMS).cuda(), with_labels(d, y), d, **FIT)
+    m = fm_model(at=13).cuda()
+    with pytest.raises(train.TrainingDiverged, match="epoch 2, batch 3"):
+        train.fit(m, d, toy_data(seed=1), epochs=3, **FIT)
+    assert all(torch.isfinite(p).all() for p in m.parameters())
