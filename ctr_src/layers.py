@@ -5,6 +5,17 @@ size, ``P = F (F - 1) / 2`` for the number of field pairs and ``L`` for a histor
 Pairs are always the ``i < j`` pairs in row-major order -- ``(0, 1), (0, 2), ..., (0, F-1),
 (1, 2), ...`` -- as returned by :func:`pair_indices`; they are built once and kept as
 buffers, never rebuilt in ``forward``.
+
+Gathering pairs and determinism: ``e.index_select(1, rows)`` or ``e[:, rows]`` repeats each
+field ``F - 1`` times, so its backward sums several gradients into one slot with an
+accumulating scatter -- ``index_add``, which adds atomically on CUDA, or
+``index_put(accumulate=True)``, which may on a multi-threaded CPU (PyTorch lists both as
+nondeterministic). Atomic additions land in a varying order, so the float rounding of the
+gradient changes from run to run. The pair layers therefore never gather with repeated
+indices: they read ``<e_i, e_j>`` off the Gram matrix ``e e^T`` at the *unique* positions
+``i F + j`` (a gather whose backward writes every slot once), or build ``e_i`` and ``e_j`` for
+all pairs with fixed 0/1 selection matrices (``S_rows @ e == e[:, rows]``, exactly), whose
+backward is a matrix product. Both are deterministic without any global flag.
 """
 
 from __future__ import annotations
@@ -58,17 +69,52 @@ def pair_indices(num_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
     return rows, cols
 
 
-class _Pairs(nn.Module):
-    """Mixin: pair indices as non-persistent buffers, built once for ``num_fields``."""
+def pair_selectors(num_fields: int, dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """0/1 matrices ``S_rows``, ``S_cols`` of shape ``(P, F)`` with ``S_rows @ e == e[:, rows]``.
 
-    def _init_pairs(self, num_fields: int | None) -> None:
+    Row ``p`` of ``S_rows`` is one-hot at ``rows[p]`` (of ``S_cols`` at ``cols[p]``), so for
+    embeddings ``e`` of shape ``(B, F, D)`` the product ``S_rows @ e`` is ``(B, P, D)`` with
+    ``e_i`` in the slot of every pair ``(i, j)`` -- exactly (a sum of one ``1 * e_i`` and zeros),
+    for finite ``e``. Its backward ``S_rows^T @ grad`` is a matrix product, deterministic on
+    CPU and CUDA, unlike the scatter behind ``e[:, rows]``.
+    """
+    rows, cols = pair_indices(num_fields)
+    pos = torch.arange(rows.numel())
+    sel_rows = torch.zeros(rows.numel(), num_fields, dtype=dtype, device=device)
+    sel_cols = torch.zeros(rows.numel(), num_fields, dtype=dtype, device=device)
+    sel_rows[pos, rows] = 1
+    sel_cols[pos, cols] = 1
+    return sel_rows, sel_cols
+
+
+class _Pairs(nn.Module):
+    """Mixin: pair indices as non-persistent buffers, built once for ``num_fields``.
+
+    ``rows``, ``cols``: the ``(P,)`` pair indices; ``flat``: the unique positions
+    ``rows * F + cols`` of the pairs in a flattened ``F x F`` matrix; with
+    ``selectors=True`` also ``sel_rows``, ``sel_cols``: the ``(P, F)`` matrices of
+    :func:`pair_selectors`. None of them is saved in the ``state_dict``.
+    """
+
+    def _init_pairs(self, num_fields: int | None, selectors: bool = False) -> None:
         self.num_fields = num_fields
-        if num_fields is not None:
-            rows, cols = pair_indices(num_fields)
-        else:  # built on the first forward, then kept
-            rows = cols = torch.zeros(0, dtype=torch.long)
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
+        self._selectors = selectors
+        empty = torch.zeros(0, dtype=torch.long)
+        for name in ("rows", "cols", "flat"):
+            self.register_buffer(name, empty.clone(), persistent=False)
+        if selectors:
+            for name in ("sel_rows", "sel_cols"):
+                self.register_buffer(name, torch.zeros(0, 0), persistent=False)
+        if num_fields is not None:  # otherwise built on the first forward, then kept
+            self._build_pairs(num_fields, torch.device("cpu"), torch.get_default_dtype())
+
+    def _build_pairs(self, num_fields: int, device: torch.device, dtype: torch.dtype) -> None:
+        rows, cols = pair_indices(num_fields)
+        self.rows, self.cols = rows.to(device), cols.to(device)
+        self.flat = (rows * num_fields + cols).to(device)
+        if self._selectors:
+            self.sel_rows, self.sel_cols = pair_selectors(num_fields, dtype, device)
 
     def _pairs(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if e.ndim != 3:
@@ -76,11 +122,33 @@ class _Pairs(nn.Module):
         f = e.shape[1]
         if self.num_fields is None:
             self.num_fields = f
-            rows, cols = pair_indices(f)
-            self.rows, self.cols = rows.to(e.device), cols.to(e.device)
+            self._build_pairs(f, e.device, e.dtype if e.is_floating_point() else torch.get_default_dtype())
         elif f != self.num_fields:
             raise ValueError(f"expected {self.num_fields} fields, got {f}")
         return self.rows, self.cols
+
+    def _gram_pairs(self, e: torch.Tensor) -> torch.Tensor:
+        """``<e_i, e_j>`` for the pairs: ``(B, F, D) -> (B, P)``, via the Gram matrix.
+
+        ``e @ e^T`` is ``(B, F, F)``; the pairs sit at the unique flat positions ``i F + j``,
+        so the gather's backward writes each slot once (no accumulation, nothing to race).
+        """
+        self._pairs(e)
+        return (e @ e.transpose(1, 2)).flatten(1).index_select(1, self.flat)
+
+    def _pair_vectors(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(e[:, rows], e[:, cols])``, each ``(B, P, D)``, via the selection matrices.
+
+        A gather with repeated indices would do, but its backward is an accumulating scatter
+        (nondeterministic on CUDA); ``S @ e`` has a matrix product as its backward. (With
+        TF32 matrix products switched on -- off by default -- the selection rounds ``e`` to
+        TF32 like every other matrix product in the model.)
+        """
+        self._pairs(e)
+        sel_rows, sel_cols = self.sel_rows, self.sel_cols
+        if sel_rows.dtype != e.dtype:  # e.g. a float64 input to a float32 layer
+            sel_rows, sel_cols = sel_rows.to(e.dtype), sel_cols.to(e.dtype)
+        return torch.matmul(sel_rows, e), torch.matmul(sel_cols, e)
 
     @property
     def num_pairs(self) -> int:
@@ -206,10 +274,10 @@ class InnerProduct(_Pairs):
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         """``(B, F, D) -> (B, P)``, pairs ``i < j`` row-major."""
-        rows, cols = self._pairs(e)
-        # index_select, not e[:, rows]: its backward (index_add) is deterministic on the CPU,
-        # while advanced indexing's backward may sum in a different order from run to run
-        return (e.index_select(1, rows) * e.index_select(1, cols)).sum(dim=-1)
+        # the i < j entries of the Gram matrix e e^T, read at unique positions: the same
+        # numbers as (e[:, rows] * e[:, cols]).sum(-1), with a backward that is deterministic
+        # on CUDA too (see the module docstring) -- and faster
+        return self._gram_pairs(e)
 
 
 class OuterProduct(_Pairs):
@@ -238,7 +306,7 @@ class OuterProduct(_Pairs):
                             f"got {num_fields!r}")
         if not isinstance(embed_dim, int) or isinstance(embed_dim, bool) or embed_dim < 1:
             raise ValueError(f"embed_dim must be a positive int, got {embed_dim!r}")
-        self._init_pairs(num_fields)
+        self._init_pairs(num_fields, selectors=kernel != "num")
         self.kernel_type = kernel
         self.embed_dim = embed_dim
         p = self.num_pairs
@@ -249,14 +317,19 @@ class OuterProduct(_Pairs):
 
     def forward(self, e: torch.Tensor) -> torch.Tensor:
         """``(B, F, D) -> (B, P)``, pairs ``i < j`` row-major."""
-        rows, cols = self._pairs(e)
+        self._pairs(e)
         if e.shape[-1] != self.embed_dim:
             raise ValueError(f"OuterProduct was built for embed_dim={self.embed_dim}, got "
                              f"embeddings of size {e.shape[-1]}")
-        ei, ej = e.index_select(1, rows), e.index_select(1, cols)  # (B, P, D), see InnerProduct
-        if self.kernel_type == "mat":
-            return torch.einsum("bpd,pde,bpe->bp", ei, self.kernel, ej)
-        return (ei * ej * self.kernel).sum(dim=-1)
+        if self.kernel_type == "num":  # w_ij <e_i, e_j>
+            return self._gram_pairs(e) * self.kernel.squeeze(-1)
+        # e_i and e_j of every pair, (B, P, D) each (deterministic backward, see _Pairs)
+        ei, ej = self._pair_vectors(e)
+        if self.kernel_type == "vec":  # sum_d w_ij[d] e_id e_jd
+            return (ei * ej * self.kernel).sum(dim=-1)
+        # "mat": e_i^T (W_ij e_j), with W_ij e_j formed for every pair: (B, P, D)
+        wej = torch.einsum("pde,bpe->bpd", self.kernel, ej)
+        return (ei * wej).sum(dim=-1)
 
 
 class AttentionalInteraction(_Pairs):
@@ -286,7 +359,7 @@ class AttentionalInteraction(_Pairs):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout is a rate in [0, 1), got {dropout!r}")
-        self._init_pairs(num_fields)
+        self._init_pairs(num_fields, selectors=True)
         self.embed_dim = embed_dim
         self.uniform = bool(uniform)
         if self.uniform:  # no attention network: nothing to train, nothing to count
@@ -301,8 +374,8 @@ class AttentionalInteraction(_Pairs):
         if e.ndim == 3 and e.shape[-1] != self.embed_dim:
             raise ValueError(f"AttentionalInteraction was built for embed_dim={self.embed_dim}, "
                              f"got embeddings of shape {tuple(e.shape)}")
-        rows, cols = self._pairs(e)
-        return e[:, rows] * e[:, cols]
+        ei, ej = self._pair_vectors(e)  # e[:, rows], e[:, cols], deterministic backward
+        return ei * ej
 
     def scores(self, u: torch.Tensor) -> torch.Tensor:
         """Unnormalised scores ``a'_ij = h^T ReLU(W u_ij + b)``: ``(B, P, D) -> (B, P)``."""

@@ -7,9 +7,15 @@ Skipped cleanly on machines without a GPU (CI has none); run on a GPU machine wi
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
+
+# cuBLAS reads its workspace setting at the process's first matrix product: set it while the
+# tests are collected, before any of them runs on the GPU (seed_everything sets it too, but
+# an earlier test may already have used cuBLAS by then)
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 from ctr_src import models, train, utils
 from ctr_src.data import TensorData
@@ -47,3 +53,71 @@ def test_fit_and_evaluate_on_cuda():
     h = train.fit(model, data, data, epochs=2, progress=False)
     assert len(h) >= 1 and next(model.parameters()).device.type == "cuda"
     assert set(train.evaluate(model, data, gauc=True)) == {"auc", "logloss", "gauc"}
+
+
+# ----------------------------------------------------------------------------- repeatability
+
+BIG_DIMS = [50, 40, 7, 2, 21, 10, 9, 18]
+
+
+def _two_steps(name, n, mode):
+    """Two Adam steps from ``seed_everything(7)``: every gradient and the final weights."""
+    utils.seed_everything(7)
+    torch.set_deterministic_debug_mode(mode)
+    kwargs = {} if name == "ffm" else {"dropout": 0.3}
+    model = models.build(name, field_dims=BIG_DIMS, **kwargs).cuda().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(8)
+    out = []
+    for _ in range(2):
+        b = {"fields": random_fields(BIG_DIMS, n, g), "history": torch.randint(0, 40, (n, 12), generator=g),
+             "history_mask": torch.rand(n, 12, generator=g) > 0.3}
+        label = torch.randint(0, 2, (n,), generator=g).float()
+        b = {k: v.cuda() for k, v in b.items()}
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(model(b), label.cuda()).backward()
+        out += [p.grad.detach().cpu().clone() for p in model.parameters() if p.grad is not None]
+        opt.step()
+    return out + [p.detach().cpu().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("mode", ["default", "warn"])
+@pytest.mark.parametrize("n", [256, 2048])  # embedding backward: <= 3072 and > 3072 looked-up rows
+@pytest.mark.parametrize("name", ["ipnn", "opnn", "pnn", "afm", "ffm", "deepfm", "din"])
+def test_training_on_cuda_is_bit_identical_from_the_same_seed(name, n, mode):
+    """Same seed, same GPU: the same dropout masks, gradients and weights, bit for bit -- with
+    deterministic algorithms on (``seed_everything``'s "warn") and, as the pair layers need no
+    accumulating scatter, also with PyTorch's default (nondeterministic) kernels."""
+    previous = torch.get_deterministic_debug_mode()
+    try:
+        runs = [_two_steps(name, n, mode) for _ in range(3)]
+    finally:
+        torch.set_deterministic_debug_mode(previous)
+    for run in runs[1:]:
+        assert len(run) == len(runs[0])
+        assert all(torch.equal(a, b) for a, b in zip(run, runs[0])), name
+
+
+@pytest.mark.parametrize("name", sorted(models.REGISTRY))
+def test_every_model_runs_under_strict_determinism_on_cuda(name):
+    """``error`` mode raises for any CUDA operation without a deterministic kernel."""
+    previous = torch.get_deterministic_debug_mode()
+    try:
+        utils.seed_everything(0)
+        torch.set_deterministic_debug_mode("error")
+        model = models.build(name, field_dims=DIMS).cuda().train()
+        b = {k: v.cuda() for k, v in batch(64).items()}
+        torch.nn.functional.binary_cross_entropy_with_logits(model(b), b["label"]).backward()
+    finally:
+        torch.set_deterministic_debug_mode(previous)
+
+
+def test_seed_everything_configures_cuda():
+    utils.seed_everything(0)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8")
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    a = torch.nn.functional.dropout(torch.ones(1000, device="cuda"), 0.5)
+    utils.seed_everything(0)
+    assert torch.equal(a, torch.nn.functional.dropout(torch.ones(1000, device="cuda"), 0.5))

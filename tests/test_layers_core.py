@@ -71,3 +71,17 @@ def test_mlp_shapes_and_errors():
 def test_pair_indices_row_major():
     rows, cols = layers.pair_indices(4)
     assert list(zip(rows.tolist(), cols.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("f", [2, 3, 8])
+def test_pair_selectors_are_exact_gathers(dtype, f):
+    """``S_rows @ e`` is ``e[:, rows]`` bit for bit: one 1 per row, the rest zeros."""
+    e = torch.randn(5, f, 3, dtype=dtype)
+    rows, cols = layers.pair_indices(f)
+    sel_rows, sel_cols = layers.pair_selectors(f, dtype)
+    assert sel_rows.shape == sel_cols.shape == (f * (f - 1) // 2, f)
+    assert torch.equal(sel_rows @ e, e[:, rows]) and torch.equal(sel_cols @ e, e[:, cols])
+    assert torch.equal(sel_rows.sum(1), torch.ones(len(rows), dtype=dtype))
+    with pytest.raises(ValueError, match="at least 2 fields"):
+        layers.pair_selectors(1)

@@ -81,6 +81,73 @@ def test_outer_product_equals_loops(kind, b, f, d, seed):
     assert torch.allclose(got, outer_loop(e, layer.kernel.detach(), kind), rtol=1e-12, atol=1e-12)
 
 
+def gather_inner(e: torch.Tensor) -> torch.Tensor:
+    """The previous implementation: gather both sides of every pair, multiply, sum over d."""
+    rows, cols = layers.pair_indices(e.shape[1])
+    return (e[:, rows] * e[:, cols]).sum(-1)
+
+
+def gather_outer(e: torch.Tensor, kernel: torch.Tensor, kind: str) -> torch.Tensor:
+    rows, cols = layers.pair_indices(e.shape[1])
+    ei, ej = e[:, rows], e[:, cols]
+    if kind == "mat":
+        return torch.einsum("bpd,pde,bpe->bp", ei, kernel, ej)
+    return (ei * ej * kernel).sum(-1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(b=st.integers(1, 6), f=st.integers(2, 12), d=st.integers(1, 8), seed=st.integers(0, 2**16),
+       scale=st.sampled_from([1e-3, 1.0, 1e3]))
+def test_pair_layers_equal_the_gather_formula(b, f, d, seed, scale):
+    """Gram matrix / selection matrices give the gathered products: to float64 rounding, and
+    to float32 rounding in float32 (larger F than the loop tests, real-valued scales)."""
+    g = torch.Generator().manual_seed(seed)
+    e = scale * torch.randn(b, f, d, generator=g, dtype=torch.float64)
+    want = gather_inner(e)
+    tol = dict(rtol=1e-12, atol=1e-12 * scale**2)
+    assert torch.allclose(layers.InnerProduct(f)(e), want, **tol)
+    assert torch.allclose(layers.InnerProduct()(e), want, **tol)
+    # float32: within a few units of rounding of the sum of |terms| (a bound on any summation order)
+    e32 = e.float()
+    bound = gather_inner(e.abs())
+    assert bool(((layers.InnerProduct(f)(e32).double() - want).abs() <= 1e-5 * bound).all())
+    for kind in KERNELS:
+        layer = layers.OuterProduct(f, d, kernel=kind)
+        with torch.no_grad():
+            layer.kernel.copy_(torch.randn(layer.kernel.shape, generator=g))
+        kernel = layer.kernel.detach().double()
+        want = gather_outer(e, kernel, kind)
+        bound = gather_outer(e.abs(), kernel.abs(), kind)
+        assert bool(((layer(e32).double() - want).abs() <= 1e-5 * bound).all()), kind
+        assert torch.allclose(layer.double()(e), want, **tol), kind
+
+
+@settings(max_examples=8, deadline=None)
+@given(b=st.integers(1, 3), f=st.integers(2, 5), d=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_pair_layers_gradcheck_random_shapes(b, f, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    e = torch.randn(b, f, d, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layers.InnerProduct(f), (e,))
+    for kind in KERNELS:
+        layer = layers.OuterProduct(f, d, kernel=kind).double()
+        kernel = torch.randn(layer.kernel.shape, generator=g, dtype=torch.float64, requires_grad=True)
+
+        def fn(e, k, layer=layer):
+            return torch.func.functional_call(layer, {"kernel": k}, (e,))
+
+        assert torch.autograd.gradcheck(fn, (e, kernel)), kind
+
+
+@pytest.mark.parametrize("kind", KERNELS)
+def test_pair_layers_gradgradcheck(kind):
+    """Second derivatives too (Gram matrix, selection matrices and einsum all support them)."""
+    torch.manual_seed(12)
+    e = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    layer = layers.OuterProduct(4, 3, kernel=kind).double()
+    assert torch.autograd.gradgradcheck(layer, (e,))
+    assert torch.autograd.gradgradcheck(layers.InnerProduct(4), (e,))
+
+
 def test_mat_kernel_is_not_symmetrised():
     """``e_i^T W e_j`` differs from ``e_j^T W e_i`` for a non-symmetric ``W``: order matters."""
     torch.manual_seed(0)
@@ -368,7 +435,9 @@ def test_pnn_on_gpu_matches_cpu():
 
 @pytest.mark.parametrize("product", ["inner", "outer", "both"])
 def test_pnn_gradients_are_repeatable_on_cpu(product):
-    """Same weights, same batch -> bit-identical gradients (nbval re-runs training and compares)."""
+    """Same weights, same batch -> bit-identical gradients (nbval re-runs training and compares).
+    On CUDA the same holds (tests/test_gpu.py); CI checks the reason -- no accumulating scatter in
+    the backward -- structurally in tests/test_determinism.py."""
     dims = [50, 40, 7, 2, 21, 10, 9, 18]
     torch.manual_seed(11)
     model = models.PNN(dims, embed_dim=16, mlp_dims=(64, 32), product=product, kernel="mat")
