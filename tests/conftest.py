@@ -8,6 +8,18 @@ import torch
 from ctr_src.data import movielens
 
 
+def pytest_collection_finish(session):
+    """Start the network-bound requirement resolutions (tests/test_requirements.py) as soon
+    as they are collected, so they run in the background while the chapters run."""
+    for item in session.items:
+        if item.name.startswith("test_requirements_resolve"):
+            try:
+                item.module.start_resolutions()
+            except RuntimeError:
+                pass  # the tests themselves skip and say why
+            return
+
+
 @pytest.fixture(scope="session")
 def ml():
     try:
