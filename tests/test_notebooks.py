@@ -74,3 +74,78 @@ def test_model_chapters_follow_the_template(path):
     assert "assert " in code, "the chapter checks something numerically"
     machine_paths = re.findall(r"/(?:work|tmp|root|home)/[A-Za-z]", "".join(path.read_text()))
     assert not machine_paths, "absolute paths of a machine in a stored notebook"
+
+
+# ------------------------------------------------ trained outputs: tags, checks, glue
+
+IGNORE_TAG = "nbval-ignore-output"
+GLUE_ROLE = re.compile(r"\{glue(?::[a-z]+)?\}`([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def glued(nb) -> dict[str, str]:
+    """``{glue name: stored text/plain}`` of every value the executed notebook glued."""
+    out = {}
+    for cell in code_cells(nb):
+        for o in cell.get("outputs", []):
+            name = o.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                data = o.get("data", {})
+                text = next((v for k, v in data.items() if k.endswith("text/plain")), "")
+                out[name] = "".join(text) if isinstance(text, list) else text
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_test_machinery_on_the_page(path):
+    """nbval markers are cell tags (metadata), never comments a reader would see."""
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(code_cells(nb)):
+        src = "".join(cell["source"])
+        assert "NBVAL_" not in src, f"code cell {i}: use the tag {IGNORE_TAG!r}, not a comment"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_cells_that_check_trained_values_are_tagged(path):
+    """A cell whose numbers come out of training is not compared digit by digit: it is
+    tagged, and it checks them against the recorded run (``Reference.check``)."""
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(code_cells(nb)):
+        src = "".join(cell["source"])
+        if re.search(r"\bref\.check\(", src):
+            assert IGNORE_TAG in cell.get("metadata", {}).get("tags", []), \
+                f"code cell {i} checks trained values but is not tagged {IGNORE_TAG!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_prose_quotes_only_glued_values(path):
+    """Every number the prose pastes with ``{glue:...}`` was glued by the stored run."""
+    nb = json.loads(path.read_text())
+    md = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    used = set(GLUE_ROLE.findall(md))
+    missing = used - set(glued(nb))
+    assert not missing, f"the prose pastes glue keys the notebook never glued: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_recorded_values_come_from_the_stored_run(path):
+    """The recorded reference values and the stored outputs are one execution: every
+    recorded value is glued in the notebook with the same value, and every value the
+    notebook checks is recorded (``make execute`` writes both)."""
+    recorded_path = ROOT / "chapters" / "reference_values" / f"{path.stem}.json"
+    nb = json.loads(path.read_text())
+    checks = any(re.search(r"\bref\.check\(", "".join(c["source"])) for c in code_cells(nb))
+    if not checks:
+        assert not recorded_path.exists(), f"{recorded_path.name} is stale: the chapter " \
+                                           f"checks nothing"
+        return
+    assert recorded_path.exists(), f"{path.name} checks trained values: run `make execute`"
+    recorded = json.loads(recorded_path.read_text())["values"]
+    stored = glued(nb)
+    for key, entry in recorded.items():
+        assert key in stored, f"{key} is recorded but not in the stored outputs: make execute"
+        assert float(stored[key]) == entry["value"], \
+            f"{key}: stored output {stored[key]} != recorded {entry['value']}: make execute"
