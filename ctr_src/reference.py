@@ -81,13 +81,22 @@ class Tolerance:
 #: One tolerance per kind of trained number. See the module docstring for how
 #: they are justified; ``results/spread.json`` holds the measurements.
 TOLERANCES: dict[str, Tolerance] = {
-    "auc": Tolerance(0.02, what="an AUC or GAUC of a trained model (test or validation)"),
+    # measured (results/spread.json, 5 seeds + no-SIMD kernels): largest seed sd of a test
+    # AUC 0.0051 (DeepFM), largest kernel move 0.0049 (DeepFM, no SIMD)
+    "auc": Tolerance(0.025, what="an AUC or GAUC of a trained model (test or validation)"),
+    # largest seed sd 0.0048 (DIN with Dice), kernel move 0.0028 (DeepFM)
     "logloss": Tolerance(0.02, what="a logloss (test, validation or training loss)"),
-    "auc_change": Tolerance(0.02, what="a difference of two AUCs (an ablation, a drop)"),
-    "percent": Tolerance(4.0, what="a relative improvement or share, in percentage points"),
-    "r2": Tolerance(0.05, what="an R^2 of a model fitted by gradient descent"),
-    "statistic": Tolerance(0.0, 0.5, what="a positive statistic of learned weights "
-                                          "(a mean |term|, a norm, a correlation): relative"),
+    # largest seed sd 0.0102 (IPNN: AUC drop when all products are shuffled)
+    "auc_change": Tolerance(0.045, what="a difference of two AUCs (an ablation, a drop)"),
+    # largest seed sd 1.12 points (RelaImpr of DIN with Dice)
+    "percent": Tolerance(5.0, what="a relative improvement (RelaImpr), in percentage points"),
+    # largest seed sd 4.14 points (DIN: share of attention variance due to the candidate)
+    "share": Tolerance(17.0, what="a share of variance or of attention, in percentage points"),
+    # largest seed sd 0.0187 (PNN toy MLP, R^2 at twice the training scale)
+    "r2": Tolerance(0.08, what="an R^2 of a model fitted by gradient descent"),
+    # largest relative seed sd 0.22 (AFM: the largest attention weight on one impression)
+    "statistic": Tolerance(0.0, 0.9, what="a positive statistic of learned weights "
+                                          "(a mean |term|, a norm, a |correlation|): relative"),
 }
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
