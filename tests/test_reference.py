@@ -187,3 +187,18 @@ def test_tolerance_covers_measured_spread(kind):
     assert allowed >= KERNEL_FACTOR * dev, (
         f"{kind}: tolerance {allowed} < {KERNEL_FACTOR} x kernel deviation {dev:.4g} "
         f"(at {dev_at})")
+
+
+def test_every_measured_run_would_pass_its_checks():
+    """Each value, under every seed and kernel measured, lies within the tolerance of the
+    recorded value: the chapters pass for those seeds and machines, not only for ours."""
+    data = spread()
+    outside = []
+    for chapter, keys in data["chapters"].items():
+        for key, entry in keys.items():
+            base = entry["values"][data["kernel_baseline"]]
+            bound = TOLERANCES[entry["kind"]].bound(base)
+            outside += [f"{chapter}/{key} under {config}: {value:.4g} vs {base:.4g} ± {bound:.3g}"
+                        for config, value in entry["values"].items()
+                        if abs(value - base) > bound]
+    assert not outside, "\n".join(outside)
