@@ -149,3 +149,16 @@ def test_recorded_values_come_from_the_stored_run(path):
         assert key in stored, f"{key} is recorded but not in the stored outputs: make execute"
         assert float(stored[key]) == entry["value"], \
             f"{key}: stored output {stored[key]} != recorded {entry['value']}: make execute"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_pages_fit_the_column_and_have_no_control_characters(path):
+    """Code lines fit the text column (79 characters); Markdown has no stray control
+    characters (e.g. a ``\\a`` from a non-raw string eating ``\\approx``)."""
+    nb = json.loads(path.read_text())
+    long = [(i, line) for i, c in enumerate(code_cells(nb))
+            for line in "".join(c["source"]).splitlines() if len(line) > 79]
+    assert not long, f"code lines over 79 characters: {long[:5]}"
+    bad = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
+           and re.search(r"[\x00-\x08\x0b-\x1f\x7f]", "".join(c["source"]))]
+    assert not bad, f"control characters in Markdown cells {bad}"
