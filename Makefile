@@ -9,7 +9,7 @@ DATA   := data/ml-100k/MANIFEST.json
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test install data lab execute unit nbval nbval-portable spread build-book clean help
+.PHONY: book test install data lab execute unit nbval nbval-portable spread leaderboard build-book clean help
 
 # nbval on the stored chapters. Exact outputs are compared digit by digit; cells tagged
 # nbval-ignore-output check their trained numbers against chapters/reference_values/.
@@ -26,6 +26,8 @@ help:
 	@echo "make lab      open the chapters in JupyterLab with ctr_src importable"
 	@echo "make execute  re-execute every chapter in place, record its trained values"
 	@echo "make spread   measure how seeds and CPU kernels move the trained values (~30 min)"
+	@echo "make leaderboard  every model under one protocol: search, 5 seeds, paired intervals;"
+	@echo "              writes results/leaderboard.json and .csv (~45 min on 2 cores)"
 
 install: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -75,6 +77,10 @@ execute: install data
 
 spread: install data
 	$(PY) tools/measure_spread.py
+
+# two jobs of one thread each; resumable (finished runs are cached in results/.cache/)
+leaderboard: install data
+	OMP_NUM_THREADS=1 $(PY) tools/leaderboard.py --jobs 2
 
 lab: install data
 	$(BIN)/jupyter lab chapters/

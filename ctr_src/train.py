@@ -72,6 +72,8 @@ class History:
 
 def model_device(model: nn.Module) -> torch.device:
     p = next(model.parameters(), None)
+    if p is None:  # a model of statistics only (e.g. MeanBaseline): where its buffers are
+        p = next(model.buffers(), None)
     return p.device if p is not None else torch.device("cpu")
 
 
@@ -214,11 +216,14 @@ def _restore_after_failure(exc: BaseException, model: nn.Module, state: dict, wh
 def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int = 10,
         batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 2,
         min_delta: float = 0.0, seed: int = 2024, device=None, progress: bool = True,
-        gauc: bool = False, optimizer: Callable | None = None) -> History:
+        gauc: bool = False, monitor: str = "auc",
+        optimizer: Callable | None = None) -> History:
     """Train ``model`` on ``train``; early-stop on validation AUC; restore the best weights.
 
-    * ``epochs``: the most epochs to run; ``patience``: epochs without a validation-AUC gain
-      larger than ``min_delta`` before stopping;
+    * ``epochs``: the most epochs to run; ``patience``: epochs without a gain in the
+      ``monitor``-ed validation metric larger than ``min_delta`` before stopping;
+    * ``monitor``: ``"auc"`` (default) or ``"gauc"`` (group AUC over ``valid["user"]``,
+      the metric of the DIN paper; implies ``gauc=True``) decides the best epoch;
     * ``seed``: seeds the minibatch order (seed the model's initialisation yourself with
       :func:`ctr_src.utils.seed_everything` before building it);
     * ``device``: where to train (default: where the model is); the data is moved there;
@@ -226,7 +231,7 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
 
     Returns a :class:`History` with, per epoch, ``train_loss``, ``valid_auc``,
     ``valid_logloss`` (and ``valid_gauc``), and ``seconds`` of training; the model is left
-    in eval mode with the best epoch's weights.
+    in eval mode with the weights of the best epoch (by ``monitor``).
 
     Raises ``ValueError`` before training if a label of ``train`` or ``valid`` is not a
     finite 0 or 1, and :class:`TrainingDiverged` at the first batch whose loss is not finite
@@ -237,6 +242,9 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
     """
     _check_data(train, "train")
     _check_data(valid, "valid")
+    if monitor not in ("auc", "gauc"):
+        raise ValueError(f"monitor must be 'auc' or 'gauc', got {monitor!r}")
+    gauc = gauc or monitor == "gauc"
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     _check_labels(train, "train")
@@ -293,8 +301,8 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
             if gauc:
                 record["valid_gauc"] = scores["gauc"]
             history.records.append(record)
-            if scores["auc"] > best_auc + min_delta or best_state is None:
-                best_auc, wait = scores["auc"], 0
+            if scores[monitor] > best_auc + min_delta or best_state is None:
+                best_auc, wait = scores[monitor], 0
                 best_state = copy.deepcopy(model.state_dict())
                 history.best_epoch = epoch  # only once its weights are safely copied
             else:

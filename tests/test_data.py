@@ -176,14 +176,57 @@ def test_unknown_source_is_rejected():
 
 def test_default_fields_and_encoding_round_trip(ctr):
     assert ctr.field_names == ["user_id", "item_id", "age", "gender", "occupation", "zip", "decade", "genre"]
-    # vocabulary sizes (+1 for <unk>): 943 users, 1682 items, 7 age buckets, 2 genders, 21 occupations
-    assert ctr.field_dims[:5] == [944, 1683, 8, 3, 22]
+    # vocabulary sizes (+1 for <unk>): 943 users, 7 age buckets, 2 genders, 21 occupations --
+    # every one of them occurs at least twice in the training split; movies do not
+    assert ctr.field_dims[:1] + ctr.field_dims[2:5] == [944, 8, 3, 22]
+    assert ctr.field_dims[1] < 1683
     decoded = ctr.encoder.decode_rows(ctr.fields)
-    pd.testing.assert_frame_equal(decoded, ctr.table[ctr.field_names].reset_index(drop=True),
-                                  check_dtype=False)
-    assert ctr.fields.min() >= 1  # every value is known, <unk> (0) unused
+    raw = ctr.table[ctr.field_names].reset_index(drop=True)
+    known = ctr.fields != 0
+    # every value the encoder knows decodes to exactly the raw value
+    for j, f in enumerate(ctr.field_names):
+        pd.testing.assert_series_equal(decoded[f][known[:, j]], raw[f][known[:, j]],
+                                       check_dtype=False, check_names=False)
+        assert (decoded[f][~known[:, j]] == "<unk>").all()
     assert ctr.encoder.index("occupation", "astronaut") == 0
     assert ctr.encoder.decode("age", ctr.encoder.index("age", "25-34")) == "25-34"
+
+
+def test_vocabulary_is_that_of_the_training_rows(ctr):
+    from ctr_src.data.ctr import DEFAULT_MIN_COUNT
+    assert ctr.encoder.min_count == DEFAULT_MIN_COUNT == 2
+    train_rows = ctr.train["row"].numpy()
+    for f in ctr.field_names:
+        counts = ctr.table[f].iloc[train_rows].value_counts()
+        expected = set(counts.index[counts >= DEFAULT_MIN_COUNT].tolist())
+        assert set(ctr.encoder.vocab[f][1:]) == expected, f
+    # a movie never rated in training is <unk> wherever it appears
+    items = ctr.table["item_id"]
+    unseen = set(items.iloc[ctr.test["row"].numpy()]) - set(items.iloc[train_rows])
+    assert unseen  # the default split has such movies
+    test_items = ctr.test["fields"][:, 1].numpy()
+    test_raw = items.iloc[ctr.test["row"].numpy()].to_numpy()
+    assert (test_items[np.isin(test_raw, list(unseen))] == 0).all()
+    # ... and <unk> occurs in training (rare movies), so its embedding is trained
+    assert (ctr.train["fields"][:, 1] == 0).sum() > 0
+
+
+def test_encoder_min_count_and_unseen_values():
+    table = pd.DataFrame({"a": ["x", "x", "y", "z", "z", "z"], "b": [1, 2, 2, 3, 3, 3]})
+    enc = ctr.FieldEncoder.fit(table, ["a", "b"], min_count=2)
+    assert enc.vocab["a"] == ["<unk>", "x", "z"] and enc.vocab["b"] == ["<unk>", 2, 3]
+    assert enc.field_dims == [3, 3]
+    new = pd.DataFrame({"a": ["x", "y", "w", "z"], "b": [3, 1, 9, 2]})
+    codes = enc.encode(new)
+    assert codes.tolist() == [[1, 2], [0, 0], [0, 0], [2, 1]]  # rare y, unseen w -> 0
+    assert enc.decode_rows(codes)["a"].tolist() == ["x", "<unk>", "<unk>", "z"]
+    assert ctr.FieldEncoder.fit(table, ["a"]).vocab["a"] == ["<unk>", "x", "y", "z"]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="min_count"):
+            ctr.FieldEncoder.fit(table, ["a"], min_count=bad)
+    assert ctr.FieldEncoder.fit(table.iloc[:0], ["a"]).vocab["a"] == ["<unk>"]
+    with pytest.raises(ValueError, match="unknown field"):
+        ctr.FieldEncoder.fit(table, ["c"])
 
 
 def test_age_buckets():

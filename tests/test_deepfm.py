@@ -131,6 +131,30 @@ def test_shared_embedding_gets_gradient_from_both_components():
     assert grad_of(["first_order"]).abs().max() == 0  # the first-order term never touches V
 
 
+def test_deepfm_with_separate_tables_is_fm_plus_embedding_mlp():
+    """The ablation shared_embedding=False: y = y_FM(own table) + MLP(another table)."""
+    torch.manual_seed(3)
+    model = randomise(models.DeepFM(DIMS, embed_dim=4, mlp_dims=(6,), shared_embedding=False))
+    model = model.double().eval()
+    fm = models.FM(DIMS, embed_dim=4).double()
+    mlp = models.EmbeddingMLP(DIMS, embed_dim=4, mlp_dims=(6,)).double().eval()
+    fm.linear.load_state_dict(model.linear.state_dict())
+    fm.embedding.load_state_dict(model.fm_embedding.state_dict())
+    mlp.embedding.load_state_dict(model.embedding.state_dict())
+    mlp.mlp.load_state_dict(model.mlp.state_dict())
+    x = random_fields(DIMS, 32)
+    with torch.no_grad():
+        assert torch.allclose(model({"fields": x}), fm({"fields": x}) + mlp({"fields": x}), atol=1e-12)
+    n = lambda m: sum(p.numel() for p in m.parameters())
+    shared = models.DeepFM(DIMS, embed_dim=4, mlp_dims=(6,))
+    assert n(model) == n(shared) + sum(DIMS) * 4  # one more n x D table
+    # the FM's gradient reaches only its own table
+    model.zero_grad(set_to_none=True)
+    model.components({"fields": x})["fm"].sum().backward()
+    assert model.embedding.embedding.weight.grad is None
+    assert float(model.fm_embedding.embedding.weight.grad.abs().sum()) > 0
+
+
 def test_deepfm_fm_gradient_matches_formula():
     """d y_FM / d v_i = sum_{j != i} v_j (for one row, each feature once)."""
     torch.manual_seed(3)
@@ -224,11 +248,13 @@ def crossed(ctr):
 
 
 def test_add_crosses_matches_the_raw_table(ctr, crossed):
+    from collections import Counter
     data, dims = crossed
     assert data.cross_names == [f"gender{CROSS_SEPARATOR}genre", f"age{CROSS_SEPARATOR}genre"]
     assert dims == data.cross_dims == [len(data.cross_encoder.vocab[n]) for n in data.cross_names]
     table = ctr.table
-    train_values = {n: set() for n in data.cross_names}
+    min_count = ctr.encoder.min_count
+    known = {}
     for split in ("train", "valid", "test"):
         part = getattr(data, split)
         assert part["cross"].shape == (len(part), 2) and part["cross"].dtype == torch.long
@@ -238,13 +264,14 @@ def test_add_crosses_matches_the_raw_table(ctr, crossed):
             name = data.cross_names[c]
             raw = [f"{u}{CROSS_SEPARATOR}{v}" for u, v in zip(table[a].to_numpy()[rows], table[b].to_numpy()[rows])]
             decoded = data.cross_encoder.decode(name, part["cross"][:, c].numpy())
-            if split == "train":
-                assert decoded == raw
-                train_values[name].update(raw)
-            else:  # a combination never seen in training is <unk>
-                assert all(d == r if r in train_values[name] else d == UNKNOWN for d, r in zip(decoded, raw))
+            if split == "train":  # the vocabulary: training combinations seen min_count times
+                counts = Counter(raw)
+                known[name] = {v for v, k in counts.items() if k >= min_count}
+                assert len(known[name]) < len(counts)  # some are too rare
+            # a combination not in it (too rare, or never seen in training) is <unk>
+            assert all(d == r if r in known[name] else d == UNKNOWN for d, r in zip(decoded, raw))
     for name in data.cross_names:  # the vocabulary comes from the training rows only
-        assert set(data.cross_encoder.vocab[name][1:]) == train_values[name]
+        assert set(data.cross_encoder.vocab[name][1:]) == known[name]
     assert "cross" not in ctr.train  # the original data is not modified
 
 

@@ -45,6 +45,23 @@ def test_early_stopping_restores_best_epoch_weights():
         assert len(h) == h.best_epoch + 3
 
 
+def test_monitor_gauc_picks_the_best_epoch_by_validation_gauc():
+    valid = toy_data(seed=1)
+    differ = 0
+    for seed in range(8):  # several runs: in some the best epochs by AUC and GAUC differ
+        utils.seed_everything(seed)
+        m = models.build("fm", field_dims=DIMS, embed_dim=4)
+        h = train.fit(m, toy_data(), valid, epochs=10, batch_size=32, lr=0.5, patience=10,
+                      monitor="gauc", progress=False)
+        gaucs = h.column("valid_gauc")
+        assert h.best_epoch == int(np.argmax(gaucs)) + 1
+        assert train.evaluate(m, valid, gauc=True)["gauc"] == pytest.approx(max(gaucs), abs=1e-12)
+        differ += np.argmax(gaucs) != np.argmax(h.column("valid_auc"))
+    assert differ  # so the check above tells GAUC from AUC monitoring
+    with pytest.raises(ValueError, match="monitor"):
+        train.fit(m, toy_data(), valid, monitor="loss", progress=False)
+
+
 def test_training_lowers_loss_and_beats_chance():
     utils.seed_everything(0)
     m = models.build("lr", field_dims=DIMS)

@@ -17,9 +17,14 @@ The default feature set has eight categorical **fields**:
 =================  ===========================================================
 
 :class:`FieldEncoder` maps each field's values to indices ``1 .. n`` and keeps index
-``0`` for values it has not seen (``<unk>``); the mapping is invertible, so plots can
-show names rather than numbers. ``field_dims[f]`` is the size of field ``f``'s
-vocabulary including ``<unk>``.
+``0`` for ``<unk>``: values it has not seen **and** values it saw fewer than
+``min_count`` times. :func:`load_ctr` fits it on the **training split only** with
+``min_count=2`` (:data:`DEFAULT_MIN_COUNT`): a movie first rated in the test period, or
+rated once in training, is ``<unk>`` -- whose embedding is therefore trained on the rare
+values of the training data instead of staying at its random initialisation. The
+mapping is invertible for every value in the vocabulary, so plots can show names rather
+than numbers. ``field_dims[f]`` is the size of field ``f``'s vocabulary including
+``<unk>``.
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ _AGE_EDGES = (18, 25, 35, 45, 50, 56)
 DEFAULT_FIELDS = ("user_id", "item_id", "age", "gender", "occupation", "zip", "decade", "genre")
 POSITIVE_RATING = 4
 DEFAULT_SEED = 2024
+#: values seen fewer times than this in the training split map to ``<unk>`` (index 0)
+DEFAULT_MIN_COUNT = 2
 
 
 def age_bucket(age: int) -> str:
@@ -73,7 +80,10 @@ def impressions(ml: MovieLens | None = None) -> pd.DataFrame:
     return out
 
 
-def _sorted_values(name: str, values: pd.Series) -> list:
+def _sorted_values(name: str, values: pd.Series, min_count: int = 1) -> list:
+    if min_count > 1:
+        counts = values.value_counts(dropna=False)
+        values = pd.Series(counts.index[counts.to_numpy() >= min_count], dtype=values.dtype)
     uniq = pd.unique(values).tolist()  # Python scalars, not NumPy ones
     if name == "age":
         return [a for a in AGE_BUCKETS if a in set(uniq)]
@@ -89,15 +99,28 @@ class FieldEncoder:
 
     fields: list[str]
     vocab: dict[str, list] = field(default_factory=dict)
+    min_count: int = 1
 
     @classmethod
-    def fit(cls, table: pd.DataFrame, fields: Sequence[str] = DEFAULT_FIELDS) -> "FieldEncoder":
+    def fit(cls, table: pd.DataFrame, fields: Sequence[str] = DEFAULT_FIELDS,
+            min_count: int = 1) -> "FieldEncoder":
+        """The vocabulary of each field of ``table``: every value that occurs at least
+        ``min_count`` times gets an index ``1 .. n`` (sorted), all others map to 0.
+
+        Fit it on training rows only, so that validation and test values never seen in
+        training are ``<unk>``, as they would be in production.
+        """
+        if not isinstance(table, pd.DataFrame):
+            raise TypeError(f"fit needs a pandas DataFrame, got {type(table).__name__}")
+        if (not isinstance(min_count, (int, np.integer)) or isinstance(min_count, bool)
+                or min_count < 1):
+            raise ValueError(f"min_count must be an int >= 1 (1 keeps every value), got {min_count!r}")
         missing = [f for f in fields if f not in table.columns]
         if missing:
             raise ValueError(f"unknown field(s) {missing}; the table has {list(table.columns)}")
-        enc = cls(list(fields))
+        enc = cls(list(fields), min_count=int(min_count))
         for f in fields:
-            enc.vocab[f] = [UNKNOWN] + _sorted_values(f, table[f])
+            enc.vocab[f] = [UNKNOWN] + _sorted_values(f, table[f], int(min_count))
         enc._index = {f: {v: i for i, v in enumerate(enc.vocab[f])} for f in fields}
         return enc
 
@@ -238,14 +261,15 @@ def tensors_for(table: pd.DataFrame, fields: np.ndarray, index: np.ndarray) -> T
 def load_ctr(split: str = "random", seed: int = DEFAULT_SEED,
              fields: Sequence[str] = DEFAULT_FIELDS,
              fractions: Sequence[float] = (0.8, 0.1, 0.1),
+             min_count: int = DEFAULT_MIN_COUNT,
              device=None, data_dir=None) -> CTRData:
-    """MovieLens-100K as CTR data, encoded and split.
+    """MovieLens-100K as CTR data, split, then encoded by a vocabulary of the training rows.
 
     ``split="random"`` (default: 80/10/10, seed 2024) or ``"temporal"`` (per user, in time).
+    The :class:`FieldEncoder` is fitted on the training split only: a value seen fewer
+    than ``min_count`` times there (default 2), or not at all, is ``<unk>`` (index 0).
     """
     table = impressions(load_movielens(data_dir))
-    encoder = FieldEncoder.fit(table, fields)
-    encoded = encoder.encode(table)
     if split == "random":
         parts = random_split(len(table), fractions, seed)
     elif split == "temporal":
@@ -253,6 +277,11 @@ def load_ctr(split: str = "random", seed: int = DEFAULT_SEED,
                                fractions, tiebreak=table["item_id"].to_numpy())
     else:
         raise ValueError(f"unknown split {split!r}; use 'random' or 'temporal'")
+    if len(parts[0]) == 0:
+        raise ValueError(f"the training split is empty (fractions={tuple(fractions)}): the "
+                         "vocabulary is fitted on training rows; give train a positive share")
+    encoder = FieldEncoder.fit(table.iloc[parts[0]], fields, min_count=min_count)
+    encoded = encoder.encode(table)
     data = CTRData(table, encoder, encoded, *(tensors_for(table, encoded, p) for p in parts), split=split)
     return data.to(device) if device is not None else data
 
@@ -291,8 +320,9 @@ def add_crosses(data: CTRData, pairs: Sequence[Sequence[str]] = DEFAULT_CROSSES
     gender and its genre joined by ``×``): a new categorical field that is 1 exactly when
     both conditions hold. The values are read from ``data.table`` (split rows are found
     through each split's ``"row"`` tensor) and encoded with a :class:`FieldEncoder` fitted
-    on the **training rows only**, so a combination first seen in validation or test maps
-    to ``0`` (``<unk>``), as it would in production.
+    on the **training rows only** (with the ``min_count`` of ``data.encoder``), so a
+    combination first seen in validation or test, or too rare in training, maps to ``0``
+    (``<unk>``), as it would in production.
 
     Returns ``(crossed, cross_dims)``: a copy of ``data`` whose ``train``, ``valid`` and
     ``test`` also hold ``"cross"`` ``(N, C)`` long (``C = len(pairs)``), and the vocabulary
@@ -321,7 +351,8 @@ def add_crosses(data: CTRData, pairs: Sequence[Sequence[str]] = DEFAULT_CROSSES
         columns[name] = table[a].astype(str) + CROSS_SEPARATOR + table[b].astype(str)
     crosses = pd.DataFrame(columns, index=table.index)
     train_rows = data.train["row"].cpu().numpy()
-    encoder = FieldEncoder.fit(crosses.iloc[train_rows], names)
+    encoder = FieldEncoder.fit(crosses.iloc[train_rows], names,
+                               min_count=data.encoder.min_count)
     codes = encoder.encode(crosses)  # (N_table, C): every row of the table
 
     def attach(part: TensorData) -> TensorData:

@@ -12,6 +12,7 @@ from functools import partial
 
 from .afm import AFM
 from .base import CTRModel
+from .baseline import MeanBaseline
 from .deepfm import DeepFM, EmbeddingMLP
 from .din import DIN, DINBase
 from .fm import FFM, FM
@@ -47,4 +48,4 @@ def build(name: str, **kwargs) -> CTRModel:
 
 
 __all__ = ["REGISTRY", "build", "CTRModel", "LR", "FM", "FFM", "AFM", "PNN", "WideAndDeep",
-           "EmbeddingMLP", "DeepFM", "DIN", "DINBase"]
+           "EmbeddingMLP", "DeepFM", "DIN", "DINBase", "MeanBaseline"]

@@ -37,13 +37,18 @@ class DeepFM(CTRModel):
     from :class:`~ctr_src.layers.FMInteraction`; ``y_DNN = MLP([e_1, ..., e_F])`` reads the
     **same** vectors ``e_i = v_i x_i``, so both components train one embedding table.
     :meth:`components` returns the three terms separately. ``{"fields": (B, F) long} -> (B,)``.
+
+    ``shared_embedding=False`` is the ablation of the paper's central design choice: the
+    FM part then reads a second table of its own (``fm_embedding``), as a Wide & Deep model
+    whose wide part were an FM would.
     """
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, mlp_dims: Sequence[int] = (64, 32),
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, shared_embedding: bool = True):
         super().__init__()
         self.linear = FeaturesLinear(field_dims)
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
+        self.fm_embedding = None if shared_embedding else FeaturesEmbedding(field_dims, embed_dim)
         self.fm = FMInteraction(reduce_sum=True)
         self.mlp = MLP(len(field_dims) * embed_dim, mlp_dims, dropout)
 
@@ -51,8 +56,9 @@ class DeepFM(CTRModel):
         """``{"first_order", "fm", "mlp"}``, each ``(B,)``; their sum is the logit."""
         fields, values = self.fields_of(batch), self.values_of(batch)
         e = self.embedding(fields, values)  # (B, F, D), shared by the FM and the MLP
+        e_fm = e if self.fm_embedding is None else self.fm_embedding(fields, values)
         return {"first_order": self.linear(fields, values).squeeze(-1),
-                "fm": self.fm(e).squeeze(-1),
+                "fm": self.fm(e_fm).squeeze(-1),
                 "mlp": self.mlp(e.flatten(1)).squeeze(-1)}
 
     def forward(self, batch) -> torch.Tensor:
