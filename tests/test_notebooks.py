@@ -131,6 +131,15 @@ def test_prose_quotes_only_glued_values(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_glued_numbers_are_plain_numbers(path):
+    """A glued NumPy scalar is stored as ``np.float64(0.79)``, which ``{glue:text}`k:.3f```
+    cannot format (the page shows a warning instead of the number): glue Python numbers."""
+    nb = json.loads(path.read_text())
+    bad = {k: v for k, v in glued(nb).items() if re.match(r"\s*np\.", v)}
+    assert not bad, f"glued NumPy scalars (wrap them in float()/int()): {bad}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_recorded_values_come_from_the_stored_run(path):
     """The recorded reference values and the stored outputs are one execution: every
     recorded value is glued in the notebook with the same value, and every value the
