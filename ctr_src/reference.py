@@ -82,15 +82,17 @@ class Tolerance:
 #: they are justified; ``results/spread.json`` holds the measurements.
 TOLERANCES: dict[str, Tolerance] = {
     # measured (results/spread.json, 5 seeds + no-SIMD kernels): largest seed sd of a test
-    # AUC 0.0051 (DeepFM), largest kernel move 0.0049 (DeepFM, no SIMD)
+    # AUC 0.0043, largest kernel move 0.0055 (both Embedding + MLP, chapter 6)
     "auc": Tolerance(0.025, what="an AUC or GAUC of a trained model (test or validation)"),
-    # largest seed sd 0.0048 (DIN with Dice), kernel move 0.0028 (DeepFM)
+    # largest seed sd 0.0047, kernel move 0.0070 (Embedding + MLP, chapter 6)
     "logloss": Tolerance(0.02, what="a logloss (test, validation or training loss)"),
-    # largest seed sd 0.0102 (IPNN: AUC drop when all products are shuffled)
-    "auc_change": Tolerance(0.045, what="a difference of two AUCs (an ablation, a drop)"),
-    # largest seed sd 1.12 points (RelaImpr of DIN with Dice)
+    # largest seed sd 0.0145 (IPNN: AUC drop when all products are shuffled, 0.012-0.047
+    # over five seeds)
+    "auc_change": Tolerance(0.06, what="a difference of two AUCs (an ablation, a drop)"),
+    # no chapter checks one since RelaImpr is computed from the leaderboard (earlier largest
+    # seed sd 1.12 points, RelaImpr of DIN with Dice)
     "percent": Tolerance(5.0, what="a relative improvement (RelaImpr), in percentage points"),
-    # largest seed sd 4.14 points (DIN: share of attention variance due to the candidate)
+    # largest seed sd 2.96 points (DIN: share of the variance of g due to the interaction)
     "share": Tolerance(17.0, what="a share of variance or of attention, in percentage points"),
     # largest seed sd 0.0187 (PNN toy MLP, R^2 at twice the training scale)
     "r2": Tolerance(0.08, what="an R^2 of a model fitted by gradient descent"),
