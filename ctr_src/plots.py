@@ -54,6 +54,41 @@ def heatmap(matrix, row_labels: Sequence[str], col_labels: Sequence[str] | None 
     return ax
 
 
+#: the fields that describe the user; the others describe the movie
+USER_FIELDS = ("user_id", "age", "gender", "occupation", "zip")
+
+
+def user_item_order(names: Sequence[str]) -> list[int]:
+    """Positions of ``names`` reordered: user fields first (in :data:`USER_FIELDS` order),
+    then the item fields in their own order."""
+    names = list(names)
+    user = [names.index(f) for f in USER_FIELDS if f in names]
+    return user + [i for i in range(len(names)) if i not in user]
+
+
+def pair_heatmap(matrix, names: Sequence[str], title: str = "", ax=None,
+                 cmap: str = "viridis", fmt: str = "{:.2f}"):
+    """A field-pair map drawn the same way in every chapter: ``matrix`` is ``(F, F)`` with
+    the value of pair ``(i, j)`` at ``[i, j]`` or ``[j, i]`` (NaN or a symmetric copy
+    elsewhere); fields are ordered user block, then item block, each pair is shown once
+    (above the diagonal) and a line separates the user x user, user x item and item x item
+    blocks."""
+    m = np.array(matrix, dtype=float)
+    if m.ndim != 2 or m.shape != (len(names), len(names)):
+        raise ValueError(f"matrix must be (F, F) with F = {len(names)} names, got {m.shape}")
+    m = np.where(np.isnan(m), m.T, m)  # one triangle given: mirror it
+    order = user_item_order(names)
+    m = m[np.ix_(order, order)]
+    m = np.where(np.triu(np.ones_like(m, dtype=bool), k=1), m, np.nan)
+    labels = [names[i] for i in order]
+    ax = heatmap(m[:-1, 1:], labels[:-1], labels[1:], title=title, cmap=cmap, fmt=fmt, ax=ax)
+    n_user = sum(f in USER_FIELDS for f in names)
+    if 0 < n_user < len(names):
+        ax.axhline(n_user - 0.5, color="white", lw=2)   # below: item x item pairs
+        ax.axvline(n_user - 1.5, color="white", lw=2)   # left: user x user pairs
+    return ax
+
+
 def barh(labels: Sequence[str], values, title: str = "", xlabel: str = "", ax=None, color=None):
     """Horizontal bars, largest at the top."""
     values = np.asarray(values, dtype=float)
