@@ -81,6 +81,13 @@ def logloss(labels, probs, eps: float = 1e-15) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+def _group_rows(g: np.ndarray) -> list[np.ndarray]:
+    """The row indices of each group of ``g`` (groups in sorted order)."""
+    order = np.argsort(g, kind="mergesort")
+    g_sorted = g[order]
+    return np.split(order, np.flatnonzero(g_sorted[1:] != g_sorted[:-1]) + 1)
+
+
 def gauc(labels, scores, groups) -> float:
     """Group AUC as in the DIN paper (Zhou et al., 2018).
 
@@ -97,11 +104,8 @@ def gauc(labels, scores, groups) -> float:
     if not (len(y) == len(s) == len(g)):
         raise ValueError(f"labels, scores and groups differ in length: {len(y)}, {len(s)}, {len(g)}")
     _check_labels(y)
-    order = np.argsort(g, kind="mergesort")
-    g_sorted = g[order]
-    cuts = np.flatnonzero(g_sorted[1:] != g_sorted[:-1]) + 1
     total, weight = 0.0, 0.0
-    for idx in np.split(order, cuts):
+    for idx in _group_rows(g):
         yy = y[idx]
         n_pos = yy.sum()
         if n_pos == 0 or n_pos == len(yy):
@@ -136,10 +140,7 @@ def _auc_weighted(y: np.ndarray, s: np.ndarray, counts: np.ndarray) -> np.ndarra
 
 def _group_aucs(y: np.ndarray, s: np.ndarray, g: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """AUC of each group in ``keys`` (every one of them must have both classes)."""
-    order = np.argsort(g, kind="mergesort")
-    g_sorted = g[order]
-    cuts = np.flatnonzero(g_sorted[1:] != g_sorted[:-1]) + 1
-    by_key = {g[idx[0]]: idx for idx in np.split(order, cuts)}
+    by_key = {g[idx[0]]: idx for idx in _group_rows(g)}
     return np.array([auc(y[by_key[k]], s[by_key[k]]) for k in keys])
 
 

@@ -72,7 +72,7 @@ def _task_name(key: str, point: dict, seed: int) -> str:
 
 def _run_task(task):
     key, point, seed, cache = task
-    rec_path, npy_path = cache / f"{_task_name(key, point, seed)}.json", None
+    rec_path = cache / f"{_task_name(key, point, seed)}.json"
     npy_path = rec_path.with_suffix(".npy")
     if rec_path.exists() and npy_path.exists():
         return key, point, seed, "cached"
