@@ -63,6 +63,7 @@ SETTINGS: dict[str, dict] = {
     "opnn": {"model": dict(_MLP, kernel="mat"), "fit": dict(FIT)},
     "pnn": {"model": dict(_MLP, kernel="mat"), "fit": dict(FIT)},
     "wide_deep": {"model": dict(_MLP), "fit": dict(FIT)},
+    "fwfm": {"model": dict(embed_dim=16), "fit": dict(FIT)},
     "embedding_mlp": {"model": dict(_MLP), "fit": dict(FIT)},
     "deepfm": {"model": dict(_MLP), "fit": dict(FIT)},
     # DIN and its base model read histories of (item, genre) pairs: seq_fields (1, 7) are the
@@ -83,7 +84,9 @@ class Entry:
     (chapters 2-6) or ``"temporal"`` (chapter 7, with behaviour histories); ``crosses``
     adds Wide & Deep's hand-crafted crosses; ``model_kwargs`` change the architecture of
     :data:`SETTINGS`; an ablation names in ``tuned_as`` the entry whose tuned learning rate
-    and weight decay it reuses (it changes one thing, so it is not re-tuned).
+    and weight decay it reuses (it changes one thing, so it is not re-tuned); ``init_from``
+    names an entry (FM) that is first trained with the same seed at its own chosen point
+    and whose embedding table then initialises this model's (FNN-style pre-training).
     """
 
     key: str
@@ -94,6 +97,7 @@ class Entry:
     model_kwargs: tuple = ()
     tuned_as: str | None = None
     chapter: int = 0
+    init_from: str | None = None
 
     @property
     def kwargs(self) -> dict:
@@ -109,6 +113,7 @@ ENTRIES: list[Entry] = [
     Entry("lr", "LR", "lr", chapter=2),
     Entry("fm", "FM", "fm", chapter=3),
     Entry("ffm", "FFM", "ffm", chapter=3),
+    Entry("fwfm", "FwFM", "fwfm", chapter=4),
     Entry("afm", "AFM", "afm", chapter=4),
     Entry("afm_no_attention", "AFM without attention", "afm",
           model_kwargs=(("attention", False),), tuned_as="afm", chapter=4),
@@ -118,8 +123,12 @@ ENTRIES: list[Entry] = [
           tuned_as="opnn", chapter=5),
     Entry("opnn_num", "OPNN (num)", "opnn", model_kwargs=(("kernel", "num"),),
           tuned_as="opnn", chapter=5),
+    Entry("ipnn_fm_init", "IPNN, FM-initialised", "ipnn", tuned_as="ipnn",
+          init_from="fm", chapter=5),
     Entry("pnn", "PNN*", "pnn", chapter=5),
     Entry("embedding_mlp", "Embedding + MLP", "embedding_mlp", chapter=6),
+    Entry("fnn", "Embedding + MLP, FM-initialised", "embedding_mlp",
+          tuned_as="embedding_mlp", init_from="fm", chapter=6),
     Entry("wide_deep", "Wide & Deep", "wide_deep", chapter=6),
     Entry("wide_deep_crosses", "Wide & Deep + crosses", "wide_deep", crosses=True, chapter=6),
     Entry("deepfm", "DeepFM", "deepfm", chapter=6),
@@ -242,11 +251,14 @@ def load_entry_data(e: Entry, device=None):
 
 
 def train_entry(e: Entry, data, *, lr: float | None = None, weight_decay: float | None = None,
-                prior: float | None = None, seed: int, device="cpu") -> dict:
+                prior: float | None = None, init_point: dict | None = None, seed: int,
+                device="cpu") -> dict:
     """Train (or, for the baseline, count) one entry once; return its record and test logits.
 
     The record holds the settings, the validation and test metrics, the best epoch, the
-    epochs run, the seconds per epoch and the parameter count.
+    epochs run, the seconds per epoch and the parameter count. An entry with ``init_from``
+    first trains that entry with the same ``seed`` at ``init_point`` (its chosen learning
+    rate and weight decay) and starts from a copy of its embedding table.
     """
     from .train import predict
 
@@ -265,8 +277,16 @@ def train_entry(e: Entry, data, *, lr: float | None = None, weight_decay: float 
         if e.crosses:
             mk["cross_dims"] = data.cross_dims
         fk = dict(FIT, lr=lr, weight_decay=weight_decay, monitor=e.monitor)
+        source = None
+        if e.init_from is not None:
+            if init_point is None:
+                raise ValueError(f"entry {e.key!r} starts from {e.init_from!r}: pass its "
+                                 "chosen point as init_point={'lr': ..., 'weight_decay': ...}")
+            source = _trained(entry(e.init_from), data, seed, device, **init_point)
         seed_everything(seed)
         model = models.build(e.model, field_dims=data.field_dims, **mk).to(device)
+        if source is not None:
+            model.embedding.load_state_dict(source.embedding.state_dict())
         history = fit(model, data.train, data.valid, seed=seed, device=device, progress=False,
                       gauc=gauc, **fk)
         valid = {k.removeprefix("valid_"): v for k, v in history.best.items()
@@ -279,6 +299,17 @@ def train_entry(e: Entry, data, *, lr: float | None = None, weight_decay: float 
     rec.update({"entry": e.key, "seed": seed, "valid": valid, "test": test,
                 "seconds": time.perf_counter() - start})
     return {"record": rec, "logits": logits}
+
+
+def _trained(e: Entry, data, seed: int, device, *, lr: float, weight_decay: float):
+    """Entry ``e`` trained once with ``seed`` at (lr, weight_decay), as in the seeds phase."""
+    seed_everything(seed)
+    model = models.build(e.model, field_dims=data.field_dims,
+                         **dict(SETTINGS[e.model]["model"], **e.kwargs)).to(device)
+    fit(model, data.train, data.valid, seed=seed, device=device, progress=False,
+        gauc=e.split == "temporal",
+        **dict(FIT, lr=lr, weight_decay=weight_decay, monitor=e.monitor))
+    return model
 
 
 def search_points(e: Entry) -> list[dict]:
@@ -341,10 +372,12 @@ class Leaderboard:
         return self.entries[key]
 
     def runs(self, key: str) -> pd.DataFrame:
-        """One row per seed: test metrics, best epoch, epochs, seconds per epoch."""
+        """One row per seed: test and (best) validation metrics, best epoch, epochs,
+        seconds per epoch."""
         rows = []
         for r in self._entry(key)["runs"]:
             row = {"seed": r["seed"], **{f"test {k}": v for k, v in r["test"].items()},
+                   **{f"valid {k}": v for k, v in r["valid"].items()},
                    "best epoch": r["best_epoch"], "epochs": r["epochs"],
                    "s / epoch": r["seconds_per_epoch"]}
             rows.append(row)

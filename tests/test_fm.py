@@ -319,3 +319,101 @@ def test_fm_learns_a_pure_interaction_that_lr_cannot():
         aucs[name] = train.evaluate(m, va)["auc"]
     assert aucs["lr"] < 0.6
     assert aucs["fm"] > 0.85 and aucs["ffm"] > 0.85
+
+
+# ----------------------------------------------------------------------------- FwFM
+
+def naive_fwfm(model, fields, values):
+    """Pan et al.'s equation by a double loop over pairs of fields, in float64."""
+    F = len(DIMS)
+    offsets = torch.tensor([0] + DIMS[:-1]).cumsum(0)
+    V = model.embedding.embedding.weight
+    w = model.linear.embedding.weight[:, 0]
+    r = dict(zip(zip(model.rows.tolist(), model.cols.tolist()), model.pair_weight))
+    out = []
+    for b in range(fields.shape[0]):
+        rows = [int(offsets[f] + fields[b, f]) for f in range(F)]
+        x = [1.0 if values is None else values[b, f] for f in range(F)]
+        y = model.linear.bias[0] + sum(w[rows[f]] * x[f] for f in range(F))
+        for i in range(F):
+            for j in range(i + 1, F):
+                y = y + r[i, j] * (V[rows[i]] @ V[rows[j]]) * x[i] * x[j]
+        out.append(y)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("with_values", [False, True])
+def test_fwfm_matches_double_loop(with_values):
+    torch.manual_seed(9)
+    model = randomise(models.FwFM(DIMS, embed_dim=3)).double()
+    fields = random_fields(DIMS, 7)
+    values = torch.randn(7, len(DIMS), dtype=torch.float64) if with_values else None
+    batch = {"fields": fields} if values is None else {"fields": fields, "values": values}
+    out = model(batch)
+    assert out.shape == (7,)
+    assert torch.allclose(out, naive_fwfm(model, fields, values), atol=1e-10)
+    t = model.pair_terms(batch)
+    assert torch.allclose(t, t.transpose(1, 2))
+    assert torch.all(torch.diagonal(t, dim1=1, dim2=2) == 0)
+    linear = model.linear(fields, values).squeeze(1)
+    assert torch.allclose(torch.triu(t, 1).sum((1, 2)), out - linear, atol=1e-10)
+
+
+def test_fwfm_starts_as_fm_and_its_pair_weights_matter():
+    """r = 1 (the initial value) gives FM exactly; r = 0 gives LR; other r change it."""
+    torch.manual_seed(10)
+    fm = randomise(models.FM(DIMS, embed_dim=3)).double()
+    fwfm = models.FwFM(DIMS, embed_dim=3).double()
+    assert torch.all(fwfm.pair_weight == 1)
+    fwfm.linear.load_state_dict(fm.linear.state_dict())
+    fwfm.embedding.load_state_dict(fm.embedding.state_dict())
+    batch = {"fields": random_fields(DIMS, 10),
+             "values": torch.randn(10, len(DIMS), dtype=torch.float64)}
+    assert torch.allclose(fwfm(batch), fm(batch), atol=1e-10)
+    with torch.no_grad():
+        fwfm.pair_weight.zero_()
+    linear = fm.linear(batch["fields"], batch["values"]).squeeze(1)
+    assert torch.allclose(fwfm(batch), linear, atol=1e-12)
+    with torch.no_grad():
+        fwfm.pair_weight.copy_(torch.linspace(-1, 2, len(fwfm.pair_weight)))
+    assert not torch.allclose(fwfm(batch), fm(batch), atol=1e-3)
+    r = fwfm.field_pair_matrix()
+    assert torch.equal(r, r.T) and torch.all(torch.diagonal(r) == 0)
+    assert r[fwfm.rows[-1], fwfm.cols[-1]] == 2
+
+
+def test_fwfm_k1_makes_three_pairs_negative_which_fm_k1_cannot():
+    """With D = 1 an FM's three pair weights v1v2, v1v3, v2v3 multiply to (v1v2v3)^2 >= 0;
+    FwFM's field-pair weights flip signs: r = -1 with v = 1 makes every pair -1."""
+    dims = [1, 1, 1]
+    fwfm = models.FwFM(dims, embed_dim=1).double()
+    with torch.no_grad():
+        fwfm.embedding.embedding.weight.fill_(1.0)
+        fwfm.pair_weight.fill_(-1.0)
+    t = fwfm.pair_terms({"fields": torch.zeros(1, 3, dtype=torch.long)})[0]
+    assert torch.equal(torch.triu(t, 1)[fwfm.rows, fwfm.cols],
+                       -torch.ones(3, dtype=torch.float64))
+    fm = randomise(models.FM(dims, embed_dim=1), seed=11).double()
+    t = fm.pair_terms({"fields": torch.zeros(1, 3, dtype=torch.long)})[0]
+    assert t[0, 1] * t[0, 2] * t[1, 2] >= 0
+
+
+def test_fwfm_parameter_count_gradcheck_and_errors():
+    n, F, k = sum(DIMS), len(DIMS), 4
+    m = models.build("fwfm", field_dims=DIMS, embed_dim=k)
+    assert isinstance(m, models.FwFM)
+    P = F * (F - 1) // 2
+    assert utils.count_parameters(m) == n * k + n + 1 + P
+    torch.manual_seed(12)
+    m = randomise(models.FwFM(DIMS, embed_dim=2)).double()
+    fields = random_fields(DIMS, 3)
+    r = m.pair_weight.detach().clone().requires_grad_(True)
+
+    def f(weights):
+        return torch.func.functional_call(m, {"pair_weight": weights},
+                                          ({"fields": fields},))
+    assert torch.autograd.gradcheck(f, (r,))
+    with pytest.raises(ValueError, match="at least 2 fields"):
+        models.FwFM([5], embed_dim=2)
+    with pytest.raises(ValueError, match="embed_dim"):
+        models.FwFM(DIMS, embed_dim=0)

@@ -84,6 +84,9 @@ def test_entries_are_buildable_and_ablations_point_to_tuned_entries():
         if e.tuned_as:
             parent = ex.entry(e.tuned_as)
             assert parent.tuned_as is None and parent.model == e.model and parent.split == e.split
+        if e.init_from:
+            source = ex.entry(e.init_from)
+            assert e.tuned_as and source.tuned_as is None and source.split == e.split
 
 
 # ----------------------------------------------------------------------------- the stored results
@@ -102,9 +105,12 @@ def test_every_entry_followed_the_protocol(board):
             best = max(e["search"], key=lambda s: s["valid"][spec.monitor])
             assert best["point"] == e["chosen"], key
         else:
-            assert e["chosen"] == board.entries[spec.tuned_as]["chosen"]
+            chosen = dict(e["chosen"])
+            if spec.init_from is not None:  # FM-initialised: its FM at the FM's point
+                assert chosen.pop("init_point") == board.entries[spec.init_from]["chosen"]
+            assert chosen == board.entries[spec.tuned_as]["chosen"]
         if spec.model != "mean":
-            assert e["chosen"] in points
+            assert {k: v for k, v in e["chosen"].items() if k != "init_point"} in points
             # no run, and no chosen search point, stopped at the epoch cap
             for r in e["runs"]:
                 assert r["best_epoch"] < ex.PROTOCOL["epochs"], (key, r["seed"])
@@ -161,3 +167,41 @@ def test_a_retrained_subset_lies_within_the_stored_results(board, ctr, key):
     assert abs(out["test"]["auc"] - s["auc_mean"]) <= tol["auc"]
     assert out["best_epoch"] < ex.PROTOCOL["epochs"]
     assert out["parameters"] == s["parameters"]
+
+
+def test_fm_initialised_entries_start_from_the_trained_fm(monkeypatch):
+    """``init_from``: the FM trains first (same seed, its own point) and the model's
+    embedding table starts as an exact copy of the FM's trained table."""
+    from types import SimpleNamespace
+
+    from conftest import random_fields
+
+    g = torch.Generator().manual_seed(0)
+    dims = [6, 5, 4]
+
+    def part(n):
+        x = random_fields(dims, n, g)
+        return TensorData(fields=x, label=(x[:, 0] % 2 == x[:, 1] % 2).float())
+
+    data = SimpleNamespace(field_dims=dims, train=part(256), valid=part(128), test=part(64))
+    calls, real_fit = [], ex.fit
+
+    def recording_fit(model, *args, **kwargs):
+        start = model.embedding.embedding.weight.detach().clone()
+        kwargs.update(epochs=2)
+        out = real_fit(model, *args, **kwargs)
+        calls.append((type(model).__name__, kwargs["lr"], start, model))
+        return out
+
+    monkeypatch.setattr(ex, "fit", recording_fit)
+    e = ex.entry("fnn")
+    with pytest.raises(ValueError, match="init_point"):
+        ex.train_entry(e, data, lr=1e-2, weight_decay=0.0, seed=1)
+    calls.clear()
+    out = ex.train_entry(e, data, lr=1e-2, weight_decay=0.0, seed=1,
+                         init_point={"lr": 3e-3, "weight_decay": 0.0})
+    assert [(c[0], c[1]) for c in calls] == [("FM", 3e-3), ("EmbeddingMLP", 1e-2)]
+    fm_trained = calls[0][3].embedding.embedding.weight.detach()
+    assert torch.equal(calls[1][2], fm_trained)  # the copy, exactly
+    assert not torch.equal(calls[0][2], fm_trained)  # the FM did train
+    assert out["logits"].shape == (64,)

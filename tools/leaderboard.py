@@ -93,7 +93,8 @@ def _load(cache: Path, key: str, point: dict, seed: int):
 
 
 # rough cost, so the longest tasks start first and the two jobs end together
-_COST = {"din": 30, "din_base": 6, "afm": 6, "opnn": 5, "pnn": 6, "ipnn": 3, "ffm": 2}
+_COST = {"din": 30, "din_base": 6, "afm": 6, "opnn": 5, "pnn": 6, "ipnn": 3, "ffm": 2,
+         "fwfm": 2}
 
 
 def _execute(tasks, jobs: int) -> None:
@@ -136,6 +137,7 @@ def environment(jobs: int) -> dict:
             "python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "pandas": pandas.__version__,
             "cpu": cpu, "cpu_count": os.cpu_count(), "device": "cpu",
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads_per_job": 1, "jobs": jobs, "git_commit": commit,
             "command": "make leaderboard"}
 
@@ -165,6 +167,8 @@ def main(argv=None) -> int:
     for e in ex.ENTRIES:
         if e.tuned_as is not None:
             chosen[e.key] = chosen[e.tuned_as]
+            if e.init_from is not None:  # its source trains first, at its own point
+                chosen[e.key] = dict(chosen[e.key], init_point=chosen[e.init_from])
 
     print("== seeds", flush=True)
     _execute([(e.key, chosen[e.key], s, cache) for e in ex.ENTRIES for s in seeds], args.jobs)
@@ -178,7 +182,8 @@ def main(argv=None) -> int:
             r.pop("point", None)
         entries[e.key] = {
             "label": e.label, "model": e.model, "split": e.split, "crosses": e.crosses,
-            "model_kwargs": e.kwargs, "tuned_as": e.tuned_as, "chapter": e.chapter,
+            "model_kwargs": e.kwargs, "tuned_as": e.tuned_as, "init_from": e.init_from,
+            "chapter": e.chapter,
             "monitor": e.monitor, "chosen": chosen[e.key],
             "search": search.get(e.key, []), "runs": runs, "summary": ex.summarise(runs)}
     bad = ex.at_cap([r for v in entries.values() for r in v["runs"]])

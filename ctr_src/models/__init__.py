@@ -15,7 +15,7 @@ from .base import CTRModel
 from .baseline import MeanBaseline
 from .deepfm import DeepFM, EmbeddingMLP
 from .din import DIN, DINBase
-from .fm import FFM, FM
+from .fm import FFM, FM, FwFM
 from .lr import LR
 from .pnn import PNN
 from .widedeep import WideAndDeep
@@ -24,6 +24,7 @@ REGISTRY = {
     "lr": LR,
     "fm": FM,
     "ffm": FFM,
+    "fwfm": FwFM,
     "afm": AFM,
     "ipnn": partial(PNN, product="inner"),
     "opnn": partial(PNN, product="outer"),
@@ -47,5 +48,5 @@ def build(name: str, **kwargs) -> CTRModel:
     return REGISTRY[key](**kwargs)
 
 
-__all__ = ["REGISTRY", "build", "CTRModel", "LR", "FM", "FFM", "AFM", "PNN", "WideAndDeep",
+__all__ = ["REGISTRY", "build", "CTRModel", "LR", "FM", "FFM", "FwFM", "AFM", "PNN", "WideAndDeep",
            "EmbeddingMLP", "DeepFM", "DIN", "DINBase", "MeanBaseline"]
