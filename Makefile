@@ -9,7 +9,7 @@ DATA   := data/ml-100k/MANIFEST.json
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test install data lab execute unit nbval nbval-portable spread leaderboard build-book clean help
+.PHONY: book test install data lab browser execute unit nbval nbval-portable spread leaderboard build-book clean help
 
 # nbval on the stored chapters. Exact outputs are compared digit by digit; cells tagged
 # nbval-ignore-output check their trained numbers against chapters/reference_values/.
@@ -23,7 +23,8 @@ help:
 	@echo "make book     set up, fetch MovieLens-100K, build the HTML book into _build/html"
 	@echo "make test     set up, fetch data, run unit tests, a -W book build and nbval on every"
 	@echo "              chapter, natively and at the same time on portable CPU kernels"
-	@echo "make lab      open the chapters in JupyterLab with ctr_src importable"
+	@echo "make lab      open the chapters in JupyterLab (MyST rendered) with ctr_src importable"
+	@echo "make browser  build the book and check it in headless Chromium, network off"
 	@echo "make execute  re-execute every chapter in place, record its trained values"
 	@echo "make spread   measure how seeds and CPU kernels move the trained values (~30 min)"
 	@echo "make leaderboard  every model under one protocol: search, 5 seeds, paired intervals;"
@@ -82,8 +83,17 @@ spread: install data
 leaderboard: install data
 	OMP_NUM_THREADS=1 $(PY) tools/leaderboard.py --jobs 2
 
+# JupyterLab with jupyterlab-myst (requirements.txt): equations, {eq} references, citations,
+# exercises and their collapsed solutions render as on the website. JupyterLab refuses to
+# run as root (containers, CI images) unless told: --allow-root is added for root only.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: install data
-	$(BIN)/jupyter lab chapters/
+	$(BIN)/jupyter lab $(LAB_FLAGS) chapters/
+
+# the real-browser checks of the website and of `make lab` (headless Chromium; they skip,
+# saying how to enable them, where Chromium or Playwright is missing)
+browser: install data
+	$(BIN)/pytest tests/test_browser.py tests/test_book.py -p no:cacheprovider
 
 clean:
 	rm -rf _build .pytest_cache

@@ -45,3 +45,39 @@ def random_fields(field_dims, batch, generator=None):
     """A ``(B, F)`` long tensor of valid per-field indices."""
     cols = [torch.randint(0, d, (batch,), generator=generator) for d in field_dims]
     return torch.stack(cols, dim=1)
+
+
+# ----------------------------------------------------------------------------- the built book
+
+class BookBuild:
+    """One ``jupyter-book build . -W -n --keep-going`` (what ``make book`` runs)."""
+
+    def __init__(self, returncode: int, log: str, html):
+        self.returncode, self.log, self.html = returncode, log, html
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory):
+    """The HTML book, built once per session into a temporary folder and shared by
+    tests/test_book.py (warnings as errors) and tests/test_browser.py (a real browser)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    exe = Path(sys.executable).parent / "jupyter-book"
+    if not exe.exists():
+        exe = shutil.which("jupyter-book")
+    assert exe, "jupyter-book is not installed (make install)"
+    out = tmp_path_factory.mktemp("book")
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run([str(exe), "build", str(root), "-W", "-n", "--keep-going",
+                           "--path-output", str(out)], capture_output=True, text=True,
+                          env=env, timeout=1200)
+    return BookBuild(proc.returncode, proc.stdout + proc.stderr, out / "_build" / "html")

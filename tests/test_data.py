@@ -281,3 +281,81 @@ def test_tensordata_batches_cover_every_row_once():
     assert [len(b["label"]) for b in d.batches(4)] == [4, 4, 2]
     with pytest.raises(ValueError, match="rows"):
         TensorData(fields=torch.zeros(3, 2), label=torch.zeros(4))
+
+
+# ----------------------------------------------------------------------------- fetch on first use
+
+@pytest.fixture
+def fake_fetch(ml, monkeypatch):
+    """``movielens.fetch`` replaced by a local one that writes the canonical tables (no
+    network); records every call. The real cache in data/ is never touched."""
+    calls = []
+
+    def fetch(source="auto", data_dir=None, force=False, url=None, verbose=True):
+        calls.append(movielens.cache_dir(data_dir))
+        return movielens.write_cache({"ratings": ml.ratings, "users": ml.users, "items": ml.items},
+                                     data_dir, source="test")
+
+    monkeypatch.setattr(movielens, "fetch", fetch)
+    return calls
+
+
+def test_load_movielens_fetches_on_first_use_with_a_message(ml, fake_fetch, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CTR_DATA_DIR", str(tmp_path / "cache"))
+    got = movielens.load_movielens()
+    assert fake_fetch == [tmp_path / "cache"]
+    out = capsys.readouterr().out
+    assert "MovieLens-100K is not in" in out and "fetching it now" in out
+    assert "python -m ctr_src.data fetch" in out
+    pd.testing.assert_frame_equal(got.ratings, ml.ratings)
+    movielens.load_movielens()  # cached now: no second fetch, nothing printed
+    assert len(fake_fetch) == 1 and capsys.readouterr().out == ""
+
+
+def test_load_ctr_and_load_din_fetch_on_first_use(fake_fetch, tmp_path, monkeypatch):
+    from ctr_src.data import load_ctr
+    from ctr_src.data.sequences import load_din
+    monkeypatch.setenv("CTR_DATA_DIR", str(tmp_path / "a"))
+    assert len(load_ctr().train) == 80_000
+    assert fake_fetch == [tmp_path / "a"]
+    din = load_din(data_dir=tmp_path / "b", download=True)
+    assert fake_fetch == [tmp_path / "a", tmp_path / "b"] and len(din.train) > 0
+
+
+def test_first_use_offline_is_a_clear_error(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise ConnectionError("could not download https://files.grouplens.org/...: no route")
+
+    monkeypatch.setattr(movielens, "fetch", offline)
+    monkeypatch.setenv("CTR_DATA_DIR", str(tmp_path / "cache"))
+    with pytest.raises(movielens.DataUnavailableError) as info:
+        movielens.load_movielens()
+    assert isinstance(info.value, DataError) and isinstance(info.value, ConnectionError)
+    msg = str(info.value)
+    for part in ("could not be downloaded", "offline", "no route", "python -m ctr_src.data fetch",
+                 "CTR_DATA_DIR", str(tmp_path / "cache")):
+        assert part in msg, part
+    assert not (tmp_path / "cache" / movielens.CACHE_NAME).exists()
+
+
+def test_a_named_data_dir_is_only_read_unless_download_is_asked(ml, fake_fetch, tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="python -m ctr_src.data fetch"):
+        movielens.load_movielens(tmp_path / "mine")
+    assert fake_fetch == []
+    monkeypatch.setenv("CTR_DATA_DIR", str(tmp_path / "default"))
+    with pytest.raises(DataError):
+        movielens.load_movielens(download=False)
+    assert fake_fetch == []
+    assert len(movielens.load_movielens(tmp_path / "mine", download=True).users) == 943
+    assert fake_fetch == [tmp_path / "mine"]
+
+
+def test_first_use_keeps_the_checksums(ml, fake_fetch, tmp_path, monkeypatch):
+    """A corrupt cache is reported with the fix, not silently fetched again or trusted."""
+    monkeypatch.setenv("CTR_DATA_DIR", str(tmp_path))
+    movielens.load_movielens()
+    items = tmp_path / movielens.CACHE_NAME / "items.csv"
+    items.write_bytes(items.read_bytes().replace(b"Toy Story", b"Toy Storm"))
+    with pytest.raises(DataError, match="SHA-256"):
+        movielens.load_movielens()
+    assert len(fake_fetch) == 1

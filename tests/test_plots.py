@@ -49,3 +49,27 @@ def test_pair_heatmap_shows_each_pair_once_in_its_cell(triangle):
     plt.close(fig)
     with pytest.raises(ValueError, match="F, F"):
         plots.pair_heatmap(np.zeros((3, 3)), names)
+
+
+def test_learning_curves_fit_the_column_and_label_every_axis():
+    from ctr_src.train import History
+
+    h = History(records=[{"epoch": e, "train_loss": loss, "valid_auc": auc,
+                          "valid_logloss": loss + 0.05}
+                         for e, (loss, auc) in enumerate([(0.6, 0.70), (0.5, 0.75),
+                                                          (0.45, 0.74)], 1)],
+                best_epoch=2)
+    for metrics in (["train_loss"], ["train_loss", "valid_auc"],
+                    ["train_loss", "valid_auc", "valid_logloss"],
+                    ["train_loss", "valid_auc", "valid_logloss", "train_loss"]):
+        fig = plots.learning_curves({"m": h}, metrics)
+        assert fig.get_size_inches()[0] <= plots.COLUMN_INCHES
+        assert len(fig.axes) == len(metrics)
+        assert [ax.get_ylabel() for ax in fig.axes] == [m.replace("_", " ") for m in metrics]
+        assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+        plt.close(fig)
+
+
+def test_book_style_is_applied_on_import():
+    assert plt.rcParams["figure.dpi"] == plots.STYLE["figure.dpi"]
+    assert plt.rcParams["font.size"] == plots.STYLE["font.size"]

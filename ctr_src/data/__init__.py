@@ -5,14 +5,15 @@
 * :mod:`.tensors` -- in-memory tensors and the minibatch iterator;
 * :mod:`.sequences` -- behaviour histories for DIN.
 
-Fetch once with ``python -m ctr_src.data fetch``.
+Fetch once with ``python -m ctr_src.data fetch``; ``load_ctr()``, ``load_din()`` and
+``load_movielens()`` also fetch it on first use (with a message; offline, a clear error).
 """
 
 from .ctr import (AGE_BUCKETS, DEFAULT_FIELDS, CTRData, FieldEncoder, age_bucket, impressions,
                   load_ctr, random_split, temporal_split)
-from .movielens import DataError, MovieLens, fetch, load_movielens
+from .movielens import DataError, DataUnavailableError, MovieLens, fetch, load_movielens
 from .tensors import Batch, TensorData
 
 __all__ = ["AGE_BUCKETS", "DEFAULT_FIELDS", "CTRData", "FieldEncoder", "age_bucket", "impressions",
-           "load_ctr", "random_split", "temporal_split", "DataError", "MovieLens", "fetch",
-           "load_movielens", "Batch", "TensorData"]
+           "load_ctr", "random_split", "temporal_split", "DataError", "DataUnavailableError",
+           "MovieLens", "fetch", "load_movielens", "Batch", "TensorData"]

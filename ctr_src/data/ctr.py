@@ -262,14 +262,16 @@ def load_ctr(split: str = "random", seed: int = DEFAULT_SEED,
              fields: Sequence[str] = DEFAULT_FIELDS,
              fractions: Sequence[float] = (0.8, 0.1, 0.1),
              min_count: int = DEFAULT_MIN_COUNT,
-             device=None, data_dir=None) -> CTRData:
+             device=None, data_dir=None, download: bool | None = None) -> CTRData:
     """MovieLens-100K as CTR data, split, then encoded by a vocabulary of the training rows.
 
     ``split="random"`` (default: 80/10/10, seed 2024) or ``"temporal"`` (per user, in time).
     The :class:`FieldEncoder` is fitted on the training split only: a value seen fewer
     than ``min_count`` times there (default 2), or not at all, is ``<unk>`` (index 0).
+    The data is fetched on first use (``download`` as in
+    :func:`~ctr_src.data.movielens.load_movielens`).
     """
-    table = impressions(load_movielens(data_dir))
+    table = impressions(load_movielens(data_dir, download=download))
     if split == "random":
         parts = random_split(len(table), fractions, seed)
     elif split == "temporal":

@@ -71,6 +71,11 @@ class DataError(RuntimeError):
     """A data file is missing, truncated, corrupt or not the expected one."""
 
 
+class DataUnavailableError(DataError, ConnectionError):
+    """The data is not cached and cannot be downloaded here (offline): both a
+    :class:`DataError` and a :class:`ConnectionError`."""
+
+
 # ----------------------------------------------------------------------------- locations
 
 def default_data_dir() -> Path:
@@ -418,6 +423,38 @@ def load_tables(data_dir: str | Path | None = None, verify: bool = True) -> Movi
     return MovieLens(**out)
 
 
-def load_movielens(data_dir: str | Path | None = None) -> MovieLens:
-    """The verified canonical tables (raises :class:`DataError` with the fix if not fetched)."""
+def fetch_on_first_use(data_dir: str | Path | None = None) -> Path:
+    """Fetch MovieLens-100K into ``data_dir`` unless it is cached there, saying so.
+
+    Offline this raises :class:`DataUnavailableError` with what to do instead."""
+    target = cache_dir(data_dir) / CACHE_NAME
+    if target.exists():
+        return target
+    print(f"MovieLens-100K is not in {target} yet: fetching it now, once "
+          f"(the same as `python -m ctr_src.data fetch`; about 5 MB).", flush=True)
+    try:
+        return fetch(data_dir=data_dir, verbose=True)
+    except ConnectionError as exc:
+        raise DataUnavailableError(
+            f"MovieLens-100K is not in {target} and could not be downloaded (is this "
+            f"machine offline?):\n{exc}\nTo fix: connect and run again, or run "
+            f"`python -m ctr_src.data fetch` where there is a network and copy the "
+            f"ml-100k/ folder it writes to {target.parent} (or point CTR_DATA_DIR at it)."
+        ) from exc
+
+
+def load_movielens(data_dir: str | Path | None = None, download: bool | None = None) -> MovieLens:
+    """The verified canonical tables, fetched on first use.
+
+    ``download``: by default (``None``) a missing cache in the default place
+    (``$CTR_DATA_DIR``, else the checkout's ``data/``, else ``~/.cache/ctr_src``) is
+    fetched with a message (:func:`fetch_on_first_use`; offline: a clear
+    :class:`DataUnavailableError`), while a folder passed as ``data_dir`` is only read;
+    ``True`` fetches into that folder too, ``False`` never fetches. Every table's SHA-256 is
+    verified in all cases; a corrupt cache raises :class:`DataError` with the fix.
+    """
+    if download is None:
+        download = data_dir is None
+    if download:
+        fetch_on_first_use(data_dir)
     return load_tables(data_dir, verify=True)

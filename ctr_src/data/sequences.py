@@ -197,17 +197,18 @@ def with_histories(data: CTRData, max_len: int = DEFAULT_MAX_LEN,
 def load_din(max_len: int = DEFAULT_MAX_LEN, seq_fields: Sequence[str] = DEFAULT_SEQ_FIELDS,
              fields: Sequence[str] = DEFAULT_FIELDS, fractions: Sequence[float] = (0.8, 0.1, 0.1),
              seed: int = DEFAULT_SEED, min_count: int = DEFAULT_MIN_COUNT, device=None,
-             data_dir=None) -> DINData:
+             data_dir=None, download: bool | None = None) -> DINData:
     """MovieLens-100K for DIN: the temporal split with a history of ``max_len`` per impression.
 
     The vocabulary is that of the training split (``min_count`` as in
     :func:`~ctr_src.data.load_ctr`); a movie it maps to ``<unk>`` is never part of a history.
+    The data is fetched on first use (``download`` as in :func:`~ctr_src.data.load_ctr`).
     """
     missing = [f for f in seq_fields if f not in fields]
     if missing:
         raise ValueError(f"sequence field(s) {missing} must also be among the fields {list(fields)}")
     data = load_ctr(split="temporal", seed=seed, fields=fields, fractions=fractions,
-                    min_count=min_count, data_dir=data_dir)
+                    min_count=min_count, data_dir=data_dir, download=download)
     out = with_histories(data, max_len, seq_fields)
     return out.to(device) if device is not None else out
 
