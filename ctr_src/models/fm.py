@@ -121,7 +121,9 @@ class FwFM(CTRModel, _Pairs):
         """``{"fields": (B, F) long[, "values": (B, F)]} -> (B,)`` logits."""
         fields, values = self.fields_of(batch), self.values_of(batch)
         e = self.embedding(fields, values)  # (B, F, D)
-        dots = (e[:, self.rows] * e[:, self.cols]).sum(-1)  # (B, P): <v_i, v_j> x_i x_j
+        # (B, P): <v_i, v_j> x_i x_j, read off the Gram matrix at the pairs' unique slots
+        # (a gather whose backward never accumulates, unlike e[:, rows])
+        dots = self._gram_pairs(e)
         return self.linear(fields, values).squeeze(-1) + dots @ self.pair_weight
 
     def field_pair_matrix(self) -> torch.Tensor:
