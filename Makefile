@@ -9,7 +9,8 @@ DATA   := data/ml-100k/MANIFEST.json
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test install data lab browser execute unit nbval nbval-portable spread leaderboard build-book clean help
+.PHONY: book test install data lab browser execute unit nbval nbval-portable spread leaderboard build-book clean help \
+        install-teach assignments grade book-student
 
 # nbval on the stored chapters. Exact outputs are compared digit by digit; cells tagged
 # nbval-ignore-output check their trained numbers against chapters/reference_values/.
@@ -27,6 +28,11 @@ help:
 	@echo "make browser  build the book and check it in headless Chromium, network off"
 	@echo "make execute  re-execute every chapter in place, record its trained values"
 	@echo "make spread   measure how seeds and CPU kernels move the trained values (~30 min)"
+	@echo "make assignments  build every classroom assignment: dist/<name>/student/ (hand out)"
+	@echo "              and dist/<name>/autograder/ (otter-grader, offline)"
+	@echo "make grade SUBMISSIONS=folder  grade the notebooks in folder into folder/grades.csv"
+	@echo "              (optional: ASSIGNMENT=name, CSV=file)"
+	@echo "make book-student  the book without exercise solutions, into _build/student/html"
 	@echo "make leaderboard  every model under one protocol: search, 5 seeds, paired intervals;"
 	@echo "              writes results/leaderboard.json and .csv (~45 min on 2 cores)"
 
@@ -37,6 +43,14 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
+
+# The teaching tools (otter-grader) stay out of the book's own environment: `make book`
+# does not install them; `make assignments`, `make grade` and `make test` do.
+TEACH_STAMP := $(VENV)/.installed-teach
+install-teach: $(TEACH_STAMP)
+$(TEACH_STAMP): $(STAMP) requirements-teach.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-teach.txt
+	touch $(TEACH_STAMP)
 
 data: $(DATA)
 $(DATA): | $(STAMP)
@@ -53,7 +67,7 @@ build-book:
 # machine's kernels, and the chapters again on portable kernels; the second pass's output
 # is printed when both have ended. Either failing fails `make test`.
 PORTABLE_LOG := _build/nbval-portable.log
-test: install data
+test: install install-teach data
 	@mkdir -p _build
 	@echo "== nbval, as on another machine ($(PORTABLE)), runs in the background =="
 	@$(PORTABLE) $(NBVAL) > $(PORTABLE_LOG) 2>&1 & portable=$$!; \
@@ -96,4 +110,19 @@ browser: install data
 	$(BIN)/pytest tests/test_browser.py tests/test_book.py -p no:cacheprovider
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache dist
+
+# Classroom assignments (assignments/README.md): otter assign, offline, no Docker.
+assignments: install-teach
+	OMP_NUM_THREADS=1 $(PY) tools/assignments.py build
+
+# make grade SUBMISSIONS=folder [ASSIGNMENT=name] [CSV=file]: every .ipynb under folder,
+# graded by `otter run` (local, no Docker) with the autograder from `make assignments`
+grade: install-teach
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=folder [ASSIGNMENT=name] [CSV=file]"; exit 2; }
+	OMP_NUM_THREADS=1 $(PY) tools/assignments.py grade "$(SUBMISSIONS)" \
+	  $(if $(ASSIGNMENT),--assignment $(ASSIGNMENT)) $(if $(CSV),--csv "$(CSV)")
+
+# the website without exercise solutions (pages and downloadable notebooks alike)
+book-student: install
+	$(PY) tools/student_edition.py _build/student
