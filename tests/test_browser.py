@@ -128,8 +128,12 @@ class Guard:
         page.on("console", lambda m: m.type == "error" and self.problems.append(
             f"console error: {m.text[:300]}"))
         page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: r.url.startswith(self.origin) and self.problems.append(
-            f"failed request: {r.url} ({r.failure})"))
+        # ERR_ABORTED: the request was cancelled because the crawl went on to the next page
+        # (a late, lazily loaded font), not refused: a missing file is an HTTP 404 (below)
+        # and a request to another host is recorded where it is blocked (above)
+        page.on("requestfailed", lambda r: r.url.startswith(self.origin)
+                and "ERR_ABORTED" not in (r.failure or "") and self.problems.append(
+                    f"failed request: {r.url} ({r.failure})"))
         page.on("response", lambda r: r.status >= 400 and self.problems.append(
             f"HTTP {r.status}: {r.url}"))
         return page
@@ -184,6 +188,9 @@ SETTLE = """async () => {
     i.addEventListener('load', done); i.addEventListener('error', done);
     setTimeout(done, 15000);
   })));
+  // MathJax loads its web fonts lazily, after typesetting: let them arrive before the
+  // crawl moves on (leaving earlier cancels them, net::ERR_ABORTED)
+  await document.fonts.ready;
 }"""
 
 READ = r"""() => {
