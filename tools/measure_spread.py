@@ -12,9 +12,9 @@ through :class:`ctr_src.reference.Reference` is collected instead of checked:
   which draws its own dropout masks);
 * **kernels**: the recorded values (``make execute``: native kernels, all threads)
   against seed 2024 with one thread, and with ``ATEN_CPU_CAPABILITY=default`` (no SIMD)
-  and one thread -- the spread between machines. (``avx2`` is the native kernel of the
-  machine the book is executed on, so it adds nothing there; the machine's capability is
-  stored with the results.)
+  and one thread -- the spread between machines. (The native kernel of the machine that
+  executes the book -- ``avx2`` or ``avx512`` -- is already the recorded run, so it adds
+  nothing there; the machine's capability is stored with the results.)
 
 Runs go two at a time, one thread each (two threads each on two cores would oversubscribe
 them many times over). Each finished run is appended to ``results/spread.partial.jsonl``,
