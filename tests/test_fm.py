@@ -221,10 +221,11 @@ def test_fm_parameter_count():
 
 # ----------------------------------------------------------------------------- FFM
 
-def naive_ffm(model: models.FFM, fields: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
-    """Juan et al.'s equation by a double loop over pairs of fields, reading the table by hand."""
-    F, D = len(DIMS), model.embed_dim
-    table = model.embedding.embedding.weight.view(-1, F, D)  # [row, partner field, d]
+def naive_pairwise(model, fields: torch.Tensor, values: torch.Tensor | None,
+                   pair) -> torch.Tensor:
+    """``w_0 + sum_i w_i x_i + sum_{i<j} pair(rows, i, j) x_i x_j`` by a double loop over the
+    fields, reading the tables by hand; ``rows[f]`` is field ``f``'s row in the tables."""
+    F = len(DIMS)
     offsets = torch.tensor([0] + DIMS[:-1]).cumsum(0)
     w = model.linear.embedding.weight[:, 0]
     out = []
@@ -234,23 +235,41 @@ def naive_ffm(model: models.FFM, fields: torch.Tensor, values: torch.Tensor | No
         y = model.linear.bias[0] + sum(w[rows[f]] * x[f] for f in range(F))
         for i in range(F):
             for j in range(i + 1, F):
-                y = y + (table[rows[i], j] @ table[rows[j], i]) * x[i] * x[j]
+                y = y + pair(rows, i, j) * x[i] * x[j]
         out.append(y)
     return torch.stack(out)
 
 
+def naive_ffm(model: models.FFM, fields: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+    """Juan et al.'s equation: the pair uses ``v_{i, f(j)}`` and ``v_{j, f(i)}``."""
+    table = model.embedding.embedding.weight.view(-1, len(DIMS), model.embed_dim)
+    return naive_pairwise(model, fields, values,  # table[row, partner field, d]
+                          lambda rows, i, j: table[rows[i], j] @ table[rows[j], i])
+
+
+def naive_fwfm(model, fields, values):
+    """Pan et al.'s equation: FM's pair times the field pair's weight ``r_ij``."""
+    V = model.embedding.embedding.weight
+    r = dict(zip(zip(model.rows.tolist(), model.cols.tolist()), model.pair_weight))
+    return naive_pairwise(model, fields, values,
+                          lambda rows, i, j: r[i, j] * (V[rows[i]] @ V[rows[j]]))
+
+
 @pytest.mark.parametrize("with_values", [False, True])
-def test_ffm_matches_double_loop(with_values):
-    torch.manual_seed(6)
-    model = randomise(models.FFM(DIMS, embed_dim=3)).double()
+@pytest.mark.parametrize("cls, naive, seed", [(models.FFM, naive_ffm, 6),
+                                              (models.FwFM, naive_fwfm, 9)])
+def test_field_pair_models_match_double_loop(cls, naive, seed, with_values):
+    torch.manual_seed(seed)
+    model = randomise(cls(DIMS, embed_dim=3)).double()
     fields = random_fields(DIMS, 7)
     values = torch.randn(7, len(DIMS), dtype=torch.float64) if with_values else None
     batch = {"fields": fields} if values is None else {"fields": fields, "values": values}
     out = model(batch)
     assert out.shape == (7,)
-    assert torch.allclose(out, naive_ffm(model, fields, values), atol=1e-10)
+    assert torch.allclose(out, naive(model, fields, values), atol=1e-10)
     t = model.pair_terms(batch)
     assert torch.allclose(t, t.transpose(1, 2))
+    assert torch.all(torch.diagonal(t, dim1=1, dim2=2) == 0)
     linear = model.linear(fields, values).squeeze(1)
     assert torch.allclose(torch.triu(t, 1).sum((1, 2)), out - linear, atol=1e-10)
 
@@ -322,42 +341,6 @@ def test_fm_learns_a_pure_interaction_that_lr_cannot():
 
 
 # ----------------------------------------------------------------------------- FwFM
-
-def naive_fwfm(model, fields, values):
-    """Pan et al.'s equation by a double loop over pairs of fields, in float64."""
-    F = len(DIMS)
-    offsets = torch.tensor([0] + DIMS[:-1]).cumsum(0)
-    V = model.embedding.embedding.weight
-    w = model.linear.embedding.weight[:, 0]
-    r = dict(zip(zip(model.rows.tolist(), model.cols.tolist()), model.pair_weight))
-    out = []
-    for b in range(fields.shape[0]):
-        rows = [int(offsets[f] + fields[b, f]) for f in range(F)]
-        x = [1.0 if values is None else values[b, f] for f in range(F)]
-        y = model.linear.bias[0] + sum(w[rows[f]] * x[f] for f in range(F))
-        for i in range(F):
-            for j in range(i + 1, F):
-                y = y + r[i, j] * (V[rows[i]] @ V[rows[j]]) * x[i] * x[j]
-        out.append(y)
-    return torch.stack(out)
-
-
-@pytest.mark.parametrize("with_values", [False, True])
-def test_fwfm_matches_double_loop(with_values):
-    torch.manual_seed(9)
-    model = randomise(models.FwFM(DIMS, embed_dim=3)).double()
-    fields = random_fields(DIMS, 7)
-    values = torch.randn(7, len(DIMS), dtype=torch.float64) if with_values else None
-    batch = {"fields": fields} if values is None else {"fields": fields, "values": values}
-    out = model(batch)
-    assert out.shape == (7,)
-    assert torch.allclose(out, naive_fwfm(model, fields, values), atol=1e-10)
-    t = model.pair_terms(batch)
-    assert torch.allclose(t, t.transpose(1, 2))
-    assert torch.all(torch.diagonal(t, dim1=1, dim2=2) == 0)
-    linear = model.linear(fields, values).squeeze(1)
-    assert torch.allclose(torch.triu(t, 1).sum((1, 2)), out - linear, atol=1e-10)
-
 
 def test_fwfm_starts_as_fm_and_its_pair_weights_matter():
     """r = 1 (the initial value) gives FM exactly; r = 0 gives LR; other r change it."""
