@@ -20,7 +20,9 @@ backward is a matrix product. Both are deterministic without any global flag.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from typing import Mapping, Sequence
 
 import torch
@@ -30,8 +32,62 @@ from torch.nn import functional as nnf
 
 # ----------------------------------------------------------------------------- checks
 
+_CHECKS = threading.local()
+
+
+@contextlib.contextmanager
+def skip_index_checks():
+    """Within this block the layers do not scan indices for out-of-range values.
+
+    Every embedding layer checks at each call that each field's indices lie in
+    ``[0, field_dims[f])``: a scan of the batch and a host sync, which costs a few
+    percent of a small model's step (``benchmarks/peers.py --check-cost`` measures it).
+    :func:`ctr_src.train.fit`, ``evaluate`` and ``predict`` validate a whole data set once
+    at the boundary (:func:`check_index_range`) and then run their batches inside this
+    block; the export functions use it because a data-dependent ``if`` cannot be traced.
+    Shapes and dtypes are still checked. It applies to the current thread and nests.
+    """
+    depth = getattr(_CHECKS, "skip", 0)
+    _CHECKS.skip = depth + 1
+    try:
+        yield
+    finally:
+        _CHECKS.skip = depth
+
+
+def index_checks_enabled() -> bool:
+    """False inside :func:`skip_index_checks` (on this thread)."""
+    return not getattr(_CHECKS, "skip", 0)
+
+
+def check_index_range(fields: torch.Tensor, field_dims, name: str = "fields") -> None:
+    """Raise ``IndexError`` naming the first bad column unless every index is in range.
+
+    ``fields`` is ``(N, F)`` (a whole data set, scanned in one pass) and ``field_dims``
+    the ``F`` vocabulary sizes; the message says where the offending value is.
+    """
+    dims = torch.as_tensor(list(field_dims) if not isinstance(field_dims, torch.Tensor)
+                           else field_dims, device=fields.device)
+    if fields.ndim != 2 or fields.shape[1] != dims.numel():
+        raise ValueError(f"{name} must have shape (N, {dims.numel()}), got "
+                         f"{tuple(fields.shape)}")
+    bad = (fields < 0) | (fields >= dims)
+    if bool(bad.any()):
+        col = int(bad.any(0).nonzero()[0])
+        row = int(bad[:, col].nonzero()[0])
+        raise IndexError(
+            f"{name}: column {col} has an index outside [0, {int(dims[col])}) "
+            f"(row {row}: {int(fields[row, col])}); indices are per field (the layer adds "
+            f"the field offsets itself) -- encode new data with the training data's "
+            f"encoder, which maps unseen values to index 0")
+
+
 def check_fields(fields: torch.Tensor, field_dims: torch.Tensor | None = None, name: str = "fields") -> None:
-    """Raise a clear error unless ``fields`` is a ``(B, F)`` integer tensor of valid indices."""
+    """Raise a clear error unless ``fields`` is a ``(B, F)`` integer tensor of valid indices.
+
+    The range scan is skipped inside :func:`skip_index_checks` (the caller has validated
+    the whole data set already); the type and shape checks never are.
+    """
     if not isinstance(fields, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, F), got {type(fields).__name__}")
     if fields.dtype not in (torch.int64, torch.int32):
@@ -44,6 +100,8 @@ def check_fields(fields: torch.Tensor, field_dims: torch.Tensor | None = None, n
         if fields.shape[1] != field_dims.numel():
             raise ValueError(f"{name} has {fields.shape[1]} fields, the layer was built for "
                              f"{field_dims.numel()}")
+        if not index_checks_enabled():
+            return
         bad = (fields < 0) | (fields >= field_dims)
         if bool(bad.any()):
             col = int(bad.any(0).nonzero()[0])
@@ -157,6 +215,49 @@ class _Pairs(nn.Module):
 
 # ----------------------------------------------------------------------------- embeddings
 
+class _CPULookup(torch.autograd.Function):
+    """``weight[rows]`` whose backward sums with ``index_add_`` (CPU only).
+
+    The forward is ``nn.Embedding``'s (an ``index_select``). PyTorch's CPU backward for
+    ``nn.Embedding`` (``embedding_dense_backward``) splits the table among threads and has
+    every thread scan all ``B F`` indices, adding one row at a time; ``index_add_`` adds the
+    same gradient rows into a zeroed table in the same order -- row ``r`` receives
+    ``((0 + g_1) + g_2) + ...`` over its occurrences in batch order either way, so the
+    result is bit for bit the same (``tests/test_layers_core.py`` checks it) -- several
+    times faster (``benchmarks/peers.py`` shows what it does to a training epoch). On CUDA
+    ``index_add_`` would add with atomics in a varying order, so CUDA keeps
+    ``nn.Embedding``'s deterministic sort-based backward.
+    """
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.num_rows = weight.shape[0]
+        return nnf.embedding(rows, weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        flat = grad.reshape(-1, grad.shape[-1])
+        out = flat.new_zeros(ctx.num_rows, flat.shape[1])
+        return out.index_add_(0, rows.reshape(-1), flat), None
+
+
+def embedding_lookup(table: nn.Embedding, rows: torch.Tensor) -> torch.Tensor:
+    """``table(rows)``, with a faster, bit-identical backward on the CPU (:class:`_CPULookup`).
+
+    The plain ``nn.Embedding`` call is used wherever no gradient is needed, on CUDA, and
+    under ``torch.compile``/TorchScript/export, which trace the standard operator.
+    """
+    w = table.weight
+    if (w.device.type == "cpu" and w.requires_grad and torch.is_grad_enabled()
+            and table.padding_idx is None and table.max_norm is None
+            and not table.scale_grad_by_freq and not table.sparse
+            and not torch.jit.is_scripting() and not torch.compiler.is_compiling()):
+        return _CPULookup.apply(w, rows)
+    return table(rows)
+
+
 class _OffsetTable(nn.Module):
     """One table for all fields; field ``f``'s index ``k`` is row ``offsets[f] + k``."""
 
@@ -177,7 +278,7 @@ class _OffsetTable(nn.Module):
         return fields.long() + self.offsets
 
     def lookup(self, fields: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
-        out = self.embedding(self.rows(fields))
+        out = embedding_lookup(self.embedding, self.rows(fields))
         if values is not None:
             if values.shape != fields.shape:
                 raise ValueError(f"values must match fields' shape {tuple(fields.shape)}, got {tuple(values.shape)}")
@@ -207,9 +308,10 @@ class FeaturesEmbedding(_OffsetTable):
             raise IndexError(f"field {field} out of range for {len(self.field_dims)} fields")
         if index.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"indices must be integer (torch.long), got {index.dtype}")
-        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.field_dims[field]):
+        if (index.numel() and index_checks_enabled()
+                and (int(index.min()) < 0 or int(index.max()) >= self.field_dims[field])):
             raise IndexError(f"index outside [0, {self.field_dims[field]}) for field {field}")
-        return self.embedding(index.long() + self.offsets[field])
+        return embedding_lookup(self.embedding, index.long() + self.offsets[field])
 
 
 class FeaturesLinear(_OffsetTable):

@@ -20,6 +20,7 @@ The trainer fails loudly and loses nothing:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import sys
@@ -31,10 +32,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as nnf
 from tqdm import tqdm
 
 from . import metrics
 from .data.tensors import TensorData
+from .layers import skip_index_checks
 
 
 @dataclass
@@ -128,13 +131,29 @@ def _check_labels(data: TensorData, name: str) -> None:
 def predict(model: nn.Module, data: TensorData, batch_size: int = 8192) -> torch.Tensor:
     """Logits ``(N,)`` of every row, on the CPU, in eval mode (the mode is restored)."""
     _check_data(data, "data") if "label" in data else None
+    checked = _check_inputs(model, data, "data")
     was_training = model.training
     model.eval()
     device = model_device(model)
-    out = [model({k: v.to(device) for k, v in b.items()}).float().cpu()
-           for b in data.batches(batch_size)]
+    with skip_index_checks() if checked else contextlib.nullcontext():
+        out = [model({k: v.to(device) for k, v in b.items()}).float().cpu()
+               for b in data.batches(batch_size)]
     model.train(was_training)
     return torch.cat(out)
+
+
+def _check_inputs(model: nn.Module, data: TensorData, name: str) -> bool:
+    """Validate ``data``'s indices once for a book model; ``False`` for other models.
+
+    A :class:`~ctr_src.models.CTRModel` checks the whole data set in one pass
+    (``check_inputs``), after which its batches can skip the per-call scans; any other
+    module keeps its own checks.
+    """
+    check = getattr(model, "check_inputs", None)
+    if not callable(check):
+        return False
+    check(data.tensors, name)
+    return True
 
 
 def predict_proba(model: nn.Module, data: TensorData, batch_size: int = 8192) -> np.ndarray:
@@ -145,7 +164,7 @@ def predict_proba(model: nn.Module, data: TensorData, batch_size: int = 8192) ->
 def _evaluate(model: nn.Module, data: TensorData, batch_size: int,
               gauc: bool) -> dict[str, float]:
     """:func:`evaluate` without the label check; raises ``_NonFiniteScores``."""
-    logits = predict(model, data, batch_size)
+    logits = predict(model, data, batch_size)  # validates data's indices once
     finite = torch.isfinite(logits)
     if not bool(finite.all()):
         bad = logits[~finite]
@@ -213,11 +232,76 @@ def _restore_after_failure(exc: BaseException, model: nn.Module, state: dict, wh
         exc.add_note(note)
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _check_amp(amp: str | None) -> None:
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be None or one of {sorted(AMP_DTYPES)}, got {amp!r} "
+                         "(bf16 needs no loss scaling; fp16 is for GPUs without bf16)")
+
+
+def _compiled(model: nn.Module, compile: bool):
+    """``torch.compile(model)`` for full batches, or ``None`` (eager)."""
+    if not compile:
+        return None
+    # dynamic=False: one graph for the full batch size; the last, smaller batch of an
+    # epoch is run eagerly by train_epoch instead of triggering a recompilation
+    return torch.compile(model, dynamic=False)
+
+
+def train_epoch(model: nn.Module, data: TensorData, optimizer: torch.optim.Optimizer, *,
+                batch_size: int = 1024, generator: torch.Generator | None = None,
+                amp: str | None = None, step_model: Callable | None = None,
+                epoch: int = 1, checked: bool = False, advice: str = "") -> float:
+    """One pass over ``data`` in shuffled minibatches: the inner loop of :func:`fit`.
+
+    Each batch: ``zero_grad``, forward (under ``amp`` autocast if given), mean
+    ``BCEWithLogitsLoss`` in float32, backward, ``optimizer.step()``. Returns the mean
+    training loss over the rows. ``step_model`` (e.g. a compiled ``model``) replaces
+    ``model`` for full batches; ``checked=True`` says the indices of ``data`` were
+    validated already (``model.check_inputs``), so the batches skip the layers' scans.
+    Raises :class:`TrainingDiverged` at the first non-finite loss (``advice`` is added
+    to its message). :func:`fit` adds everything else: evaluation, early stopping,
+    restoring the best weights; ``benchmarks/peers.py`` times this function alone.
+    """
+    _check_amp(amp)
+    device = data.device
+    model.train()
+    n_batches = data.num_batches(batch_size)
+    autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp
+                else contextlib.nullcontext())
+    total, count = 0.0, 0
+    with skip_index_checks() if checked else contextlib.nullcontext():
+        for b, batch in enumerate(
+                data.batches(batch_size, shuffle=True, generator=generator), 1):
+            y = batch["label"]
+            forward = step_model if step_model is not None and len(y) == batch_size \
+                else model
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                logits = forward(batch)
+            logits = logits.float()
+            loss = nnf.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
+            loss_value = float(loss.detach())  # the one host sync per batch
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"training diverged: the loss is {loss_value} in epoch {epoch}, "
+                    f"batch {b} of {n_batches}. " + advice,
+                    epoch=epoch, batch=b, loss=loss_value)
+            loss.backward()
+            optimizer.step()
+            total += loss_value * len(y)
+            count += len(y)
+    return total / count
+
+
 def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int = 10,
         batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 2,
         min_delta: float = 0.0, seed: int = 2024, device=None, progress: bool = True,
         gauc: bool = False, monitor: str = "auc",
-        optimizer: Callable | None = None) -> History:
+        optimizer: Callable | None = None, amp: str | None = None,
+        fused: bool | None = None, compile: bool = False) -> History:
     """Train ``model`` on ``train``; early-stop on validation AUC; restore the best weights.
 
     * ``epochs``: the most epochs to run; ``patience``: epochs without a gain in the
@@ -227,7 +311,16 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
     * ``seed``: seeds the minibatch order (seed the model's initialisation yourself with
       :func:`ctr_src.utils.seed_everything` before building it);
     * ``device``: where to train (default: where the model is); the data is moved there;
-    * ``optimizer``: a factory ``params -> torch.optim.Optimizer`` (default Adam).
+    * ``optimizer``: a factory ``params -> torch.optim.Optimizer`` (default Adam);
+    * speed options, all off by default because each changes the float results:
+      ``amp="bf16"`` runs the forward pass under bfloat16 autocast (the loss stays in
+      float32); ``fused=True`` uses Adam's fused kernel (CPU and CUDA; the same update, other
+      rounding); ``compile=True`` compiles the model with ``torch.compile`` for full batches
+      (the last, smaller batch of an epoch runs eagerly, so it never triggers a
+      recompilation). Evaluation always runs the eager model in float32.
+
+    The data's indices are validated once, here, for the whole train and valid sets
+    (``model.check_inputs``); the batches then skip the layers' per-call scans.
 
     Returns a :class:`History` with, per epoch, ``train_loss``, ``valid_auc``,
     ``valid_logloss`` (and ``valid_gauc``), and ``seconds`` of training; the model is left
@@ -249,6 +342,9 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     _check_labels(train, "train")
     _check_labels(valid, "valid")
+    _check_amp(amp)
+    # a book model validates both data sets once here; another module checks each batch
+    checked = _check_inputs(model, train, "train") & _check_inputs(model, valid, "valid")
     was_training = model.training
     initial_state = _cpu_state(model)  # what a failure before the first epoch gives back
     history = History()
@@ -259,31 +355,17 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
         model.to(device)
         train, valid = train.to(device), valid.to(device)
         opt = optimizer(model.parameters()) if optimizer else torch.optim.Adam(
-            model.parameters(), lr=lr, weight_decay=weight_decay)
-        loss_fn = nn.BCEWithLogitsLoss()
+            model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
         gen = torch.Generator().manual_seed(seed)
-        n_batches = train.num_batches(batch_size)
+        step_model = _compiled(model, compile)
         bar = tqdm(range(1, epochs + 1), desc=type(model).__name__, disable=not progress,
                    file=sys.stderr, leave=True, dynamic_ncols=False, ncols=100)
         for epoch in bar:
-            model.train()
             start = time.perf_counter()
-            total, count = 0.0, 0
-            for b, batch in enumerate(train.batches(batch_size, shuffle=True, generator=gen), 1):
-                opt.zero_grad(set_to_none=True)
-                logits = model(batch)
-                loss = loss_fn(logits, batch["label"].to(logits.dtype))
-                loss_value = float(loss.detach())  # the one host sync per batch
-                if not math.isfinite(loss_value):
-                    raise TrainingDiverged(
-                        f"training diverged: the loss is {loss_value} in epoch {epoch}, "
-                        f"batch {b} of {n_batches}. "
-                        + _divergence_advice(lr, optimizer is not None),
-                        epoch=epoch, batch=b, loss=loss_value)
-                loss.backward()
-                opt.step()
-                total += loss_value * len(batch["label"])
-                count += len(batch["label"])
+            train_loss = train_epoch(
+                model, train, opt, batch_size=batch_size, generator=gen, amp=amp,
+                step_model=step_model, epoch=epoch, checked=checked,
+                advice=_divergence_advice(lr, optimizer is not None))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
@@ -296,7 +378,7 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
                     "pushed the weights to NaN/inf. "
                     + _divergence_advice(lr, optimizer is not None),
                     epoch=epoch) from None
-            record = {"epoch": epoch, "train_loss": total / count, "valid_auc": scores["auc"],
+            record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": scores["auc"],
                       "valid_logloss": scores["logloss"], "seconds": seconds}
             if gauc:
                 record["valid_gauc"] = scores["gauc"]

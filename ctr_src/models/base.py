@@ -7,7 +7,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..layers import batch_fields
+from ..layers import _OffsetTable, batch_fields, check_index_range
 
 
 class CTRModel(nn.Module):
@@ -26,6 +26,21 @@ class CTRModel(nn.Module):
     def values_of(batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """Optional real values ``(B, F)`` that scale each field (default: all ones)."""
         return batch.get("values")
+
+    def check_inputs(self, data: Mapping[str, torch.Tensor], name: str = "data") -> None:
+        """Validate a whole data set's indices once (``fit``, ``evaluate``, ``predict`` do).
+
+        Checks ``data["fields"]`` against the vocabulary sizes of the model's field tables
+        (``embedding``, ``linear``) in one vectorised pass (a model with other index inputs
+        extends it) and raises ``IndexError`` naming the column, the
+        row and the value otherwise. After it, the per-batch scans of the layers are
+        redundant: the trainer runs the batches inside
+        :func:`ctr_src.layers.skip_index_checks`. A model called directly keeps checking
+        every batch.
+        """
+        tables = [getattr(self, a, None) for a in ("embedding", "linear")]
+        for dims in {tuple(t.field_dims) for t in tables if isinstance(t, _OffsetTable)}:
+            check_index_range(batch_fields(data), dims, f"{name}['fields']")
 
     @torch.no_grad()
     def predict_proba(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

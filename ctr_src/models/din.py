@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from ..layers import MLP, ActivationUnit, FeaturesEmbedding
+from ..layers import MLP, ActivationUnit, FeaturesEmbedding, check_index_range
 from .base import CTRModel
 
 
@@ -45,6 +45,16 @@ class _SequenceModel(CTRModel):
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
         self.seq_dim = embed_dim * len(self.seq_fields)
         self.num_fields = len(field_dims)
+
+    def check_inputs(self, data, name: str = "data") -> None:
+        """:meth:`CTRModel.check_inputs`, and the history's indices against their fields."""
+        super().check_inputs(data, name)
+        if "history" in data:
+            hist = data["history"]
+            hist = hist.unsqueeze(-1) if hist.ndim == 2 else hist
+            if hist.ndim == 3 and hist.shape[-1] == len(self.seq_fields):
+                dims = [self.embedding.field_dims[f] for f in self.seq_fields]
+                check_index_range(hist.reshape(-1, len(dims)), dims, f"{name}['history']")
 
     def embed(self, batch):
         """``(fields (B, F, D), history (B, L, S D), target (B, S D), mask (B, L) bool)``."""

@@ -6,7 +6,8 @@ from typing import Sequence
 
 import torch
 
-from ..layers import MLP, FeaturesEmbedding, FeaturesLinear, check_fields
+from ..layers import (MLP, FeaturesEmbedding, FeaturesLinear, check_fields,
+                      check_index_range)
 from .base import CTRModel
 
 
@@ -31,6 +32,12 @@ class WideAndDeep(CTRModel):
             self.cross.bias.requires_grad_(False)  # stays 0: the fields' bias is enough
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
         self.mlp = MLP(len(field_dims) * embed_dim, mlp_dims, dropout)
+
+    def check_inputs(self, data, name: str = "data") -> None:
+        """:meth:`CTRModel.check_inputs`, and ``data["cross"]`` against ``cross_dims``."""
+        super().check_inputs(data, name)
+        if self.cross is not None and "cross" in data:
+            check_index_range(data["cross"], self.cross.field_dims, f"{name}['cross']")
 
     def wide(self, batch) -> torch.Tensor:
         """The wide (linear) part: ``b + sum_i w_i x_i [+ sum_c w_c x_c]``, ``(B,)``."""
