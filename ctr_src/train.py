@@ -241,6 +241,20 @@ def _check_amp(amp: str | None) -> None:
                          "(bf16 needs no loss scaling; fp16 is for GPUs without bf16)")
 
 
+def adam(model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
+         fused: bool | None = None) -> torch.optim.Adam:
+    """:func:`fit`'s default optimiser for ``model`` (call it once the model is on its
+    device): Adam, with PyTorch's fused kernel (one pass over all the parameters) where
+    it has one for every parameter -- CPU or CUDA, floating point -- unless ``fused`` says.
+    """
+    params = list(model.parameters())
+    if fused is None:
+        trained = [p for p in params if p.requires_grad]
+        fused = bool(trained) and len({p.device.type for p in trained}) == 1 and all(
+            p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in trained)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
 def _compiled(model: nn.Module, compile: bool):
     """``torch.compile(model)`` for full batches, or ``None`` (eager)."""
     if not compile:
@@ -273,8 +287,10 @@ def train_epoch(model: nn.Module, data: TensorData, optimizer: torch.optim.Optim
                 else contextlib.nullcontext())
     total, count = 0.0, 0
     with skip_index_checks() if checked else contextlib.nullcontext():
-        for b, batch in enumerate(
-                data.batches(batch_size, shuffle=True, generator=generator), 1):
+        keys = getattr(model, "input_keys", None)  # gather only what the model reads
+        keys = None if keys is None else (*keys, "label")
+        for b, batch in enumerate(data.batches(batch_size, shuffle=True,
+                                               generator=generator, keys=keys), 1):
             y = batch["label"]
             forward = step_model if step_model is not None and len(y) == batch_size \
                 else model
@@ -312,10 +328,12 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
       :func:`ctr_src.utils.seed_everything` before building it);
     * ``device``: where to train (default: where the model is); the data is moved there;
     * ``optimizer``: a factory ``params -> torch.optim.Optimizer`` (default Adam);
-    * speed options, all off by default because each changes the float results:
+    * ``fused``: the default Adam uses PyTorch's fused kernel (one pass over all the
+      parameters; the same update as the per-parameter loop, rounded differently) where
+      there is one, the CPU and CUDA; ``fused=False`` asks for the loop;
+    * speed options, off by default because each changes the float results:
       ``amp="bf16"`` runs the forward pass under bfloat16 autocast (the loss stays in
-      float32); ``fused=True`` uses Adam's fused kernel (CPU and CUDA; the same update, other
-      rounding); ``compile=True`` compiles the model with ``torch.compile`` for full batches
+      float32); ``compile=True`` compiles the model with ``torch.compile`` for full batches
       (the last, smaller batch of an epoch runs eagerly, so it never triggers a
       recompilation). Evaluation always runs the eager model in float32.
 
@@ -354,8 +372,8 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
         device = torch.device(device) if device is not None else model_device(model)
         model.to(device)
         train, valid = train.to(device), valid.to(device)
-        opt = optimizer(model.parameters()) if optimizer else torch.optim.Adam(
-            model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
+        opt = optimizer(model.parameters()) if optimizer else adam(
+            model, lr=lr, weight_decay=weight_decay, fused=fused)
         gen = torch.Generator().manual_seed(seed)
         step_model = _compiled(model, compile)
         bar = tqdm(range(1, epochs + 1), desc=type(model).__name__, disable=not progress,

@@ -110,14 +110,14 @@ def test_train_epoch_is_fits_loop():
     train.fit(a, tr, va, epochs=1, batch_size=64, seed=5, progress=False)
     seed_everything(0)
     b = models.build("deepfm", field_dims=DIMS, embed_dim=4, mlp_dims=(8,), dropout=0.2)
-    opt = torch.optim.Adam(b.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(b.parameters(), lr=1e-3, fused=True)  # fit's default here
     loss = train.train_epoch(b, tr, opt, batch_size=64,
                              generator=torch.Generator().manual_seed(5))
     assert 0 < loss < 1
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
 
 
-@pytest.mark.parametrize("options", [dict(amp="bf16"), dict(fused=True)])
+@pytest.mark.parametrize("options", [dict(amp="bf16"), dict(fused=False)])
 def test_speed_options_train(options):
     seed_everything(0)
     model = models.build("fm", field_dims=DIMS, embed_dim=4)
@@ -149,3 +149,59 @@ def test_bad_amp_is_refused():
     with pytest.raises(ValueError, match="amp must be None or one of"):
         train.fit(models.build("fm", field_dims=DIMS), _data(), _data(), amp="int8",
                   progress=False)
+
+
+def test_fit_uses_the_fused_adam_unless_told_otherwise(monkeypatch):
+    seen = []
+    real = torch.optim.Adam
+
+    def spy(params, **kw):
+        seen.append(kw.get("fused"))
+        return real(params, **kw)
+
+    monkeypatch.setattr(train.torch.optim, "Adam", spy)
+    for fused in (None, False):
+        train.fit(models.build("fm", field_dims=DIMS), _data(), _data(seed=1), epochs=1,
+                  progress=False, fused=fused)
+    assert seen == [True, False]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.2])
+def test_dropout_keeps_1_minus_p_and_rescales(p):
+    torch.manual_seed(0)
+    layer = layers.Dropout(p)
+    x = torch.ones(400_000)
+    y = layer(x)
+    kept = y != 0
+    # 400k Bernoulli draws: the keep rate's standard error is below 0.0008
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.004
+    t = round(p * 32768)  # the rate is p rounded to a multiple of 2^-15
+    assert abs(t / 32768 - p) <= 2 ** -16
+    assert torch.equal(y[kept], torch.full((int(kept.sum()),), 32768 / (32768 - t)))
+    assert abs(y.mean().item() - 1) < 0.01  # unbiased
+    x = torch.randn(50, 7, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()  # the gradient is the same mask
+    assert torch.equal(x.grad, (y != 0).float() * (32768 / (32768 - t)))
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    assert isinstance(layer, nn.Dropout) and torch.equal(layers.Dropout(0.0)(x), x)
+
+
+def test_models_use_the_fast_dropout():
+    for key, kw in (("deepfm", dict(dropout=0.2)), ("afm", dict(dropout=0.2))):
+        m = models.build(key, field_dims=DIMS, **kw)
+        drops = [mod for mod in m.modules() if isinstance(mod, nn.Dropout)]
+        assert drops and all(type(d) is layers.Dropout for d in drops), key
+
+
+def test_dropout_bits_are_uniform_and_reproducible():
+    """Both int16 halves of a draw are used: neither half may be biased."""
+    layer = layers.Dropout(0.5)
+    torch.manual_seed(3)
+    a = layer(torch.ones(200_001))  # odd: the last draw's second half is unused
+    torch.manual_seed(3)
+    assert torch.equal(a, layer(torch.ones(200_001)))
+    even, odd = (a[0::2] != 0).float().mean(), (a[1::2] != 0).float().mean()
+    assert abs(even - 0.5) < 0.005 and abs(odd - 0.5) < 0.005  # SE 0.0016
+    assert torch.equal(layers.Dropout(1.0)(torch.ones(5)), torch.zeros(5))

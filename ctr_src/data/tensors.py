@@ -8,7 +8,7 @@ data was moved to: no per-row Python objects, no DataLoader workers.
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -76,22 +76,28 @@ class TensorData:
         return self.subset(index).tensors
 
     def batches(self, batch_size: int, shuffle: bool = False,
-                generator: torch.Generator | None = None) -> Iterator[Batch]:
+                generator: torch.Generator | None = None,
+                keys: Iterable[str] | None = None) -> Iterator[Batch]:
         """Yield minibatches (dicts of tensors) of at most ``batch_size`` rows.
 
         With ``shuffle=True`` the rows are permuted with ``generator`` (a CPU
-        ``torch.Generator``), so the order is reproducible from its seed.
+        ``torch.Generator``), so the order is reproducible from its seed; each batch is
+        gathered by index from the tensors where they are (on the GPU, on the GPU).
+        ``keys`` limits the batches to those tensors (the ones a model reads), sparing
+        the gathers of the rest; unknown keys are ignored.
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        tensors = self.tensors if keys is None else {
+            k: v for k, v in self.tensors.items() if k in set(keys)}
         if shuffle:
             perm = torch.randperm(self.n, generator=generator).to(self.device)
             for start in range(0, self.n, batch_size):
                 idx = perm[start:start + batch_size]
-                yield {k: v[idx] for k, v in self.tensors.items()}
+                yield {k: v[idx] for k, v in tensors.items()}
         else:
             for start in range(0, self.n, batch_size):
-                yield {k: v[start:start + batch_size] for k, v in self.tensors.items()}
+                yield {k: v[start:start + batch_size] for k, v in tensors.items()}
 
     def num_batches(self, batch_size: int) -> int:
         return (self.n + batch_size - 1) // batch_size

@@ -19,6 +19,9 @@ class CTRModel(nn.Module):
     prediction into (0.5, 0.73) and quietly ruins logloss.
     """
 
+    #: the batch entries ``forward`` reads; the trainer gathers only these (and the label)
+    input_keys: tuple[str, ...] = ("fields", "values")
+
     def fields_of(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return batch_fields(batch)
 

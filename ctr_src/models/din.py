@@ -46,6 +46,8 @@ class _SequenceModel(CTRModel):
         self.seq_dim = embed_dim * len(self.seq_fields)
         self.num_fields = len(field_dims)
 
+    input_keys = ("fields", "values", "history", "history_mask")
+
     def check_inputs(self, data, name: str = "data") -> None:
         """:meth:`CTRModel.check_inputs`, and the history's indices against their fields."""
         super().check_inputs(data, name)

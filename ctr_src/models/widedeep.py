@@ -33,6 +33,8 @@ class WideAndDeep(CTRModel):
         self.embedding = FeaturesEmbedding(field_dims, embed_dim)
         self.mlp = MLP(len(field_dims) * embed_dim, mlp_dims, dropout)
 
+    input_keys = ("fields", "values", "cross")
+
     def check_inputs(self, data, name: str = "data") -> None:
         """:meth:`CTRModel.check_inputs`, and ``data["cross"]`` against ``cross_dims``."""
         super().check_inputs(data, name)
