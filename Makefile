@@ -9,8 +9,8 @@ DATA   := data/ml-100k/MANIFEST.json
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 
-.PHONY: book test install data lab browser execute unit nbval nbval-portable spread leaderboard build-book clean help \
-        install-teach assignments grade book-student
+.PHONY: book test install data lab browser execute unit nbval nbval-portable spread leaderboard build-book clean help bench-peers bench-gpu \
+        install-teach assignments grade book-student install-export
 
 # nbval on the stored chapters. Exact outputs are compared digit by digit; cells tagged
 # nbval-ignore-output check their trained numbers against chapters/reference_values/.
@@ -33,6 +33,9 @@ help:
 	@echo "make grade SUBMISSIONS=folder  grade the notebooks in folder into folder/grades.csv"
 	@echo "              (optional: ASSIGNMENT=name, CSV=file)"
 	@echo "make book-student  the book without exercise solutions, into _build/student/html"
+	@echo "make bench-peers  training speed against DeepCTR-Torch and torch-rechub, same data and"
+	@echo "              settings, interleaved repeats; writes results/peers.json (~10 min)"
+	@echo "make bench-gpu    DeepFM throughput on Criteo-shaped synthetic data (GPU if present)"
 	@echo "make leaderboard  every model under one protocol: search, 5 seeds, paired intervals;"
 	@echo "              writes results/leaderboard.json and .csv (~45 min on 2 cores)"
 
@@ -52,6 +55,14 @@ $(TEACH_STAMP): $(STAMP) requirements-teach.txt
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-teach.txt
 	touch $(TEACH_STAMP)
 
+# The export tools (onnx, onnxscript, onnxruntime) stay out of the book's own environment
+# too: `make book` does not install them; `make install-export` and `make test` do.
+EXPORT_STAMP := $(VENV)/.installed-export
+install-export: $(EXPORT_STAMP)
+$(EXPORT_STAMP): $(STAMP) requirements-export.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-export.txt
+	touch $(EXPORT_STAMP)
+
 data: $(DATA)
 $(DATA): | $(STAMP)
 	$(PY) -m ctr_src.data fetch
@@ -67,7 +78,7 @@ build-book:
 # machine's kernels, and the chapters again on portable kernels; the second pass's output
 # is printed when both have ended. Either failing fails `make test`.
 PORTABLE_LOG := _build/nbval-portable.log
-test: install install-teach data
+test: install install-teach install-export data
 	@mkdir -p _build
 	@echo "== nbval, as on another machine ($(PORTABLE)), runs in the background =="
 	@$(PORTABLE) $(NBVAL) > $(PORTABLE_LOG) 2>&1 & portable=$$!; \
@@ -94,6 +105,17 @@ spread: install data
 	$(PY) tools/measure_spread.py
 
 # two jobs of one thread each; resumable (finished runs are cached in results/.cache/)
+# Speed against the peer libraries (requirements-bench.txt, installed into .bench-lib/ and
+# nowhere else); writes results/peers.json, which chapter 8 shows. ~10 min on 2 cores.
+BENCH_LIB := .bench-lib
+$(BENCH_LIB)/.installed: requirements-bench.txt | $(STAMP)
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(BENCH_LIB) -r requirements-bench.txt
+	touch $@
+bench-peers: install data $(BENCH_LIB)/.installed
+	$(PY) benchmarks/peers.py
+bench-gpu: install $(BENCH_LIB)/.installed
+	$(PY) benchmarks/gpu_throughput.py
+
 leaderboard: install data
 	OMP_NUM_THREADS=1 $(PY) tools/leaderboard.py --jobs 2
 
