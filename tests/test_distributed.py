@@ -8,6 +8,7 @@ one-process ``fit`` on the same data, seed and global batch ends.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from ctr_src import distributed
-from ctr_src.data import TensorData
+from ctr_src.data import TensorData, write_synthetic
 from ctr_src.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,21 +39,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    """Run the worker on 2 gloo processes; their saved results."""
-    out = tmp_path_factory.mktemp("ddp")
+def _env() -> dict:
+    # this checkout's ctr_src in the children, whatever the cwd or the
+    # editable install point to; one thread each
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(
                    [str(ROOT), os.environ.get("PYTHONPATH", "")]))
     for k in distributed.ENV_VARS:  # torchrun sets them for its children
         env.pop(k, None)
+    return env
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 ARGS`` on 127.0.0.1, a free port."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1",
            "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", str(WORKER), str(out)]
-    run = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True,
+           f"--master_port={_free_port()}", *args]
+    run = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True,
                          text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Run the worker on 2 gloo processes; their saved results."""
+    out = tmp_path_factory.mktemp("ddp")
+    _torchrun(str(WORKER), str(out))
     return {r: torch.load(out / f"rank{r}.pt") for r in (0, 1)}, out
 
 
@@ -100,6 +113,29 @@ def test_ranks_with_different_settings_all_raise(two_ranks):
         text = (out / f"error{r}.txt").read_text()
         assert "different batch_size" in text
         assert "rank 0: batch_size=40; rank 1: batch_size=41" in text
+
+
+@pytest.mark.slow
+def test_command_line_under_torchrun(tmp_path):
+    data = write_synthetic(tmp_path / "sample.txt", 2000, seed=0)
+    args = ["train", "--data", f"criteo:{data}", "--model", "fm",
+            "--epochs", "2", "--device", "cpu", "--quiet"]
+    run = _torchrun("-m", "ctr_src", *args, "--out", str(tmp_path / "ddp"))
+    assert run.stdout.count("wrote") == 1  # rank 0 alone reports and writes
+    one = subprocess.run([sys.executable, "-m", "ctr_src", *args, "--out",
+                          str(tmp_path / "one")], env=_env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert one.returncode == 0, one.stderr
+    ddp, ref = (json.loads((tmp_path / d / "metrics.json").read_text())
+                for d in ("ddp", "one"))
+    assert (ddp["settings"]["processes"], ref["settings"]["processes"]) == (
+        2, 1)
+    assert (ddp["epochs"], ddp["best_epoch"]) == (ref["epochs"],
+                                                  ref["best_epoch"])
+    # the same training up to float rounding (see the test above)
+    assert ddp["test"]["auc"] == pytest.approx(ref["test"]["auc"], abs=1e-5)
+    assert ddp["test"]["logloss"] == pytest.approx(ref["test"]["logloss"],
+                                                   abs=1e-5)
 
 
 def _data(n=10):
