@@ -311,21 +311,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _process_group():
-    """:func:`ctr_src.distributed.process_group`; a half-set torchrun
+def _process_group(device: str | None):
+    """:func:`ctr_src.distributed.process_group`: gloo for ``--device cpu``,
+    else the default (nccl where CUDA is visible); a half-set torchrun
     environment is a usage error."""
     try:
         distributed.launched()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return distributed.process_group()
+    cpu = device is not None and device.startswith("cpu")
+    return distributed.process_group("gloo" if cpu else None)
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)  # bad options: argparse prints usage and exits 2
     try:
         if args.cmd == "train":
-            with _process_group():
+            with _process_group(args.device):
                 return train(args)
         return evaluate_cmd(args)
     except UsageError as exc:

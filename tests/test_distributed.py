@@ -222,3 +222,12 @@ def test_setup_refuses_unknown_backend_and_nccl_without_gpus(no_torchrun):
     with pytest.raises(ValueError, match="nccl.*--nproc_per_node"):
         distributed.setup(backend="nccl")
     assert not distributed.is_distributed()  # nothing was joined
+
+
+def test_command_line_names_a_half_set_environment(no_torchrun, capsys):
+    from ctr_src import cli
+    no_torchrun.setenv("WORLD_SIZE", "2")
+    code = cli.main(["train", "--data", "movielens", "--model", "fm"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "sets WORLD_SIZE but not RANK" in err and "torchrun" in err
