@@ -21,6 +21,11 @@ Bad input (an unknown model or data form, a missing file, a DIN model without hi
 exits with status 2 and one line saying what is wrong and how to fix it. Files are written to
 a temporary name and renamed into place, and only after training has finished, so an
 interrupted or failed run leaves nothing half-written.
+
+``torchrun --nproc_per_node=N -m ctr_src train ...`` trains data-parallel on
+``N`` processes (:mod:`ctr_src.distributed`: gloo on the CPU, nccl and one GPU
+per process with CUDA): ``--batch-size`` stays the global batch, split
+between the processes; only rank 0 prints and writes the files.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, experiments
+from . import __version__, distributed, experiments
 from .data.movielens import DataError
 from .train import TrainingDiverged, evaluate
 from .utils import count_parameters, default_device
@@ -180,6 +185,8 @@ def train(args) -> int:
                              model_kwargs=model_kwargs, fit_kwargs=fit_kwargs)
     seconds = time.perf_counter() - start
     history = result.history
+    if not distributed.is_main():  # under torchrun: rank 0 reports and writes
+        return 0
     out = Path(args.out)
     checkpoint = {"format": CHECKPOINT_FORMAT, "model": key, "model_kwargs": model_kwargs,
                   "field_dims": [int(d) for d in data.field_dims], "data": spec,
@@ -187,7 +194,8 @@ def train(args) -> int:
                   "test": result.test, "ctr_src": __version__}
     report = {"model": key, "data": spec,
               "settings": {"model": model_kwargs, "fit": fit_kwargs, "seed": seed,
-                           "device": str(device)},
+                           "device": str(device),
+                           "processes": distributed.world_size()},
               "best_epoch": history.best_epoch, "epochs": len(history),
               "stopped_early": history.stopped_early,
               "valid": _metrics(history.best, "valid_"), "test": result.test,
@@ -303,10 +311,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _process_group(device: str | None):
+    """:func:`ctr_src.distributed.process_group`: gloo for ``--device cpu``,
+    else the default (nccl where CUDA is visible); a half-set torchrun
+    environment is a usage error."""
+    try:
+        distributed.launched()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    cpu = device is not None and device.startswith("cpu")
+    return distributed.process_group("gloo" if cpu else None)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)  # bad options: argparse prints usage and exits 2
     try:
-        return train(args) if args.cmd == "train" else evaluate_cmd(args)
+        if args.cmd == "train":
+            with _process_group(args.device):
+                return train(args)
+        return evaluate_cmd(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
