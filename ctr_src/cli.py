@@ -3,7 +3,8 @@ evaluate a checkpoint.
 
 ``python -m ctr_src train --data movielens|movielens-temporal|criteo:PATH --model NAME
 [--epochs N] [--lr X] [--weight-decay X] [--batch-size N] [--patience N] [--seed N]
-[--device DEV] [--embed-dim N] [--max-rows N] [--out DIR] [--quiet]``
+[--device DEV] [--embed-dim N] [--max-rows N] [--dense bucket|value|both]
+[--min-count N] [--hash-size H] [--out DIR] [--quiet]``
 
 seeds, builds ``NAME`` with :data:`ctr_src.experiments.SETTINGS` (``--embed-dim`` changes its
 embedding size), trains it with :func:`ctr_src.train.fit` through :func:`ctr_src.experiments.run`
@@ -13,19 +14,34 @@ monitored (GAUC on ``movielens-temporal``) -- tests it, and writes ``DIR/metrics
 chosen point (:func:`ctr_src.experiments.tuned_fit`); on Criteo-format data to the untuned
 :data:`ctr_src.experiments.FIT`. The options override them.
 
+``--dense``, ``--min-count`` and ``--hash-size`` (criteo:PATH only) are
+:func:`ctr_src.data.load_criteo`'s ``dense``, ``min_count`` and ``hash_size``;
+they are stored in the checkpoint's data spec, so ``evaluate`` reads the file
+the same way. With ``--dense value`` or ``both``, a model that takes
+``dense_fields`` (:class:`~ctr_src.models.WideAndDeep`) is built with the
+real-valued fields (``CriteoData.value_fields``) as ``dense_fields``.
+
 ``python -m ctr_src evaluate --checkpoint DIR/model.pt [--data ...] [--max-rows N] [--out FILE]``
 rebuilds the model from the checkpoint and prints its test metrics on the data it was
-trained on (or on ``--data``, which must give the same ``field_dims``).
+trained on (or on ``--data``, which must give the same ``field_dims``; a
+criteo:PATH is then read with the checkpoint's ``--dense``, ``--min-count``
+and ``--hash-size``).
 
 Bad input (an unknown model or data form, a missing file, a DIN model without histories)
 exits with status 2 and one line saying what is wrong and how to fix it. Files are written to
 a temporary name and renamed into place, and only after training has finished, so an
 interrupted or failed run leaves nothing half-written.
+
+``torchrun --nproc_per_node=N -m ctr_src train ...`` trains data-parallel on
+``N`` processes (:mod:`ctr_src.distributed`: gloo on the CPU, nccl and one GPU
+per process with CUDA): ``--batch-size`` stays the global batch, split
+between the processes; only rank 0 prints and writes the files.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -37,7 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, experiments
+from . import __version__, distributed, experiments
+from .data.criteo import DEFAULT_MIN_COUNT, DENSE_MODES
 from .data.movielens import DataError
 from .train import TrainingDiverged, evaluate
 from .utils import count_parameters, default_device
@@ -46,6 +63,9 @@ from .utils import count_parameters, default_device
 SEQUENCE_MODELS = ("din", "din_base")
 DATA_FORMS = "movielens, movielens-temporal or criteo:PATH"
 CHECKPOINT_FORMAT = "ctr_src.cli/1"
+#: load_criteo's options the command line exposes, with their defaults
+CRITEO_OPTIONS = {"dense": "bucket", "min_count": DEFAULT_MIN_COUNT,
+                  "hash_size": None}
 
 
 class UsageError(Exception):
@@ -54,12 +74,25 @@ class UsageError(Exception):
 
 # ----------------------------------------------------------------------------- data
 
-def parse_data(text: str, max_rows: int | None = None) -> dict:
-    """The data spec of ``--data``: ``{"kind": ..., "path": ..., "max_rows": ...}``."""
+def parse_data(text: str, max_rows: int | None = None, **criteo) -> dict:
+    """The data spec of ``--data``: ``{"kind": ..., "path": ...,
+    "max_rows": ...}``.
+
+    ``criteo`` holds :data:`CRITEO_OPTIONS` (``None``: the default); a
+    criteo:PATH spec records all of them, with the defaults filled in.
+    """
+    unknown = set(criteo) - set(CRITEO_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown Criteo options {sorted(unknown)}")
+    given = {k: v for k, v in criteo.items() if v is not None}
     if text in ("movielens", "movielens-temporal"):
         if max_rows is not None:
             raise UsageError(f"--max-rows applies to criteo:PATH only, not to --data {text}; "
                              "drop --max-rows")
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise UsageError(f"{flags}: for criteo:PATH only, not for --data "
+                             f"{text}; drop it")
         return {"kind": text}
     if text.startswith("criteo:"):
         path = Path(text[len("criteo:"):]).expanduser()
@@ -68,7 +101,8 @@ def parse_data(text: str, max_rows: int | None = None) -> dict:
         if not path.is_file():
             raise UsageError(f"no Criteo-format file at {path}: check the path in "
                              f"--data criteo:PATH (a plain or .gz file)")
-        return {"kind": "criteo", "path": str(path.resolve()), "max_rows": max_rows}
+        return {"kind": "criteo", "path": str(path.resolve()),
+                "max_rows": max_rows, **CRITEO_OPTIONS, **given}
     raise UsageError(f"unknown --data {text!r}; use {DATA_FORMS}")
 
 
@@ -77,7 +111,10 @@ def describe(spec: dict) -> str:
     if spec["kind"] != "criteo":
         return spec["kind"]
     rows = f" (first {spec['max_rows']} rows)" if spec.get("max_rows") else ""
-    return f"criteo:{spec['path']}{rows}"
+    opts = " ".join(f"--{k.replace('_', '-')} {spec[k]}"
+                    for k, default in CRITEO_OPTIONS.items()
+                    if spec.get(k, default) != default)
+    return f"criteo:{spec['path']}{rows}" + (f" {opts}" if opts else "")
 
 
 def load_data(spec: dict):
@@ -92,7 +129,15 @@ def load_data(spec: dict):
     if not Path(spec["path"]).is_file():
         raise UsageError(f"no Criteo-format file at {spec['path']}: pass the file with "
                          "--data criteo:PATH")
-    return load_criteo(spec["path"], max_rows=spec.get("max_rows"))
+    options = {k: spec.get(k, default)
+               for k, default in CRITEO_OPTIONS.items()}
+    return load_criteo(spec["path"], max_rows=spec.get("max_rows"), **options)
+
+
+def takes_dense_fields(key: str) -> bool:
+    """Whether the registered model ``key`` has a ``dense_fields`` argument."""
+    params = inspect.signature(experiments.models.REGISTRY[key]).parameters
+    return "dense_fields" in params
 
 
 def model_name(name: str) -> str:
@@ -157,7 +202,8 @@ def _fmt(metrics: dict) -> str:
 
 def train(args) -> int:
     key = model_name(args.model)
-    spec = parse_data(args.data, args.max_rows)
+    spec = parse_data(args.data, args.max_rows, dense=args.dense,
+                      min_count=args.min_count, hash_size=args.hash_size)
     check_pairing(key, spec)
     model_kwargs = dict(experiments.SETTINGS[key]["model"])
     if args.embed_dim is not None:
@@ -174,12 +220,17 @@ def train(args) -> int:
         if getattr(args, opt) is not None:
             fit_kwargs[opt] = getattr(args, opt)
     data = load_data(spec)
+    value_fields = getattr(data, "value_fields", [])
+    if value_fields and takes_dense_fields(key):  # raw values into the MLP
+        model_kwargs["dense_fields"] = list(value_fields)
     seed = args.seed if args.seed is not None else experiments.book_seed()
     start = time.perf_counter()
     result = experiments.run(key, data, seed=seed, device=device, progress=not args.quiet,
                              model_kwargs=model_kwargs, fit_kwargs=fit_kwargs)
     seconds = time.perf_counter() - start
     history = result.history
+    if not distributed.is_main():  # under torchrun: rank 0 reports and writes
+        return 0
     out = Path(args.out)
     checkpoint = {"format": CHECKPOINT_FORMAT, "model": key, "model_kwargs": model_kwargs,
                   "field_dims": [int(d) for d in data.field_dims], "data": spec,
@@ -187,7 +238,8 @@ def train(args) -> int:
                   "test": result.test, "ctr_src": __version__}
     report = {"model": key, "data": spec,
               "settings": {"model": model_kwargs, "fit": fit_kwargs, "seed": seed,
-                           "device": str(device)},
+                           "device": str(device),
+                           "processes": distributed.world_size()},
               "best_epoch": history.best_epoch, "epochs": len(history),
               "stopped_early": history.stopped_early,
               "valid": _metrics(history.best, "valid_"), "test": result.test,
@@ -224,6 +276,10 @@ def evaluate_cmd(args) -> int:
     key = ckpt["model"]
     if args.data is not None:
         spec = parse_data(args.data, args.max_rows)
+        if spec["kind"] == "criteo" and ckpt["data"]["kind"] == "criteo":
+            # the file is read as the model's training data was
+            spec.update({k: ckpt["data"].get(k, default)
+                         for k, default in CRITEO_OPTIONS.items()})
     else:
         spec = dict(ckpt["data"])
         if args.max_rows is not None:
@@ -275,6 +331,19 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _hash_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an integer") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"must be 2 or more (index 0 is kept for an empty value), "
+            f"got {text}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ctr_src",
                                 description="Train and evaluate the book's CTR models.")
@@ -292,6 +361,16 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu, cuda, cuda:N (default: a GPU if visible)")
     t.add_argument("--embed-dim", type=_positive(int), help="embedding size")
     t.add_argument("--max-rows", type=_positive(int), help="criteo:PATH: read the first N rows")
+    t.add_argument("--dense", choices=DENSE_MODES,
+                   help="criteo:PATH: integer features as buckets, "
+                        "real values or both (default bucket)")
+    t.add_argument("--min-count", type=_positive(int),
+                   help=f"criteo:PATH: values seen fewer times in the "
+                        f"training rows are <unk> (default "
+                        f"{DEFAULT_MIN_COUNT})")
+    t.add_argument("--hash-size", type=_hash_size,
+                   help="criteo:PATH: hash each categorical field into H "
+                        "indices (default: a vocabulary per field)")
     t.add_argument("--out", default="run", help="output folder (default ./run)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("evaluate", help="test metrics of a checkpoint")
@@ -303,10 +382,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _process_group(device: str | None):
+    """:func:`ctr_src.distributed.process_group`: gloo for ``--device cpu``,
+    else the default (nccl where CUDA is visible); a half-set torchrun
+    environment is a usage error."""
+    try:
+        distributed.launched()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    cpu = device is not None and device.startswith("cpu")
+    return distributed.process_group("gloo" if cpu else None)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)  # bad options: argparse prints usage and exits 2
     try:
-        return train(args) if args.cmd == "train" else evaluate_cmd(args)
+        if args.cmd == "train":
+            with _process_group(args.device):
+                return train(args)
+        return evaluate_cmd(args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

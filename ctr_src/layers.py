@@ -109,6 +109,39 @@ def check_fields(fields: torch.Tensor, field_dims: torch.Tensor | None = None, n
                              f"indices are per field (the layer adds the field offsets itself)")
 
 
+def check_values(values: torch.Tensor, name: str = "values") -> None:
+    """Raise a clear error unless ``values`` is a float ``(B, F)`` tensor of
+    finite numbers.
+
+    The scan for NaN and inf is skipped inside :func:`skip_index_checks` (the
+    caller has checked the whole data set, as
+    :meth:`~ctr_src.models.CTRModel.check_inputs` does); the type check never
+    is.
+    """
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, F), got "
+                        f"{type(values).__name__}")
+    if not values.is_floating_point():
+        raise TypeError(f"{name} must hold real numbers (a float tensor), "
+                        f"got {values.dtype}; convert with .float() (1.0 for "
+                        f"a one-hot field)")
+    if values.ndim != 2:
+        raise ValueError(f"{name} must have shape (B, F), got "
+                         f"{tuple(values.shape)}")
+    if not index_checks_enabled():
+        return
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        col = int(bad.any(0).nonzero()[0])
+        row = int(bad[:, col].nonzero()[0])
+        raise ValueError(
+            f"{name}: column {col} has a non-finite value (row {row}: "
+            f"{float(values[row, col])}); a real value scales its field's "
+            f"vector, so NaN or inf spreads to the logit -- fill missing "
+            f"values before training (e.g. 1.0 and a field index that marks "
+            f"them missing, as ctr_src.data.load_criteo does)")
+
+
 def batch_fields(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``batch["fields"]`` with a helpful error when the batch is not a dict of tensors."""
     if not isinstance(batch, Mapping):
@@ -280,6 +313,7 @@ class _OffsetTable(nn.Module):
     def lookup(self, fields: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         out = embedding_lookup(self.embedding, self.rows(fields))
         if values is not None:
+            check_values(values)
             if values.shape != fields.shape:
                 raise ValueError(f"values must match fields' shape {tuple(fields.shape)}, got {tuple(values.shape)}")
             out = out * values.unsqueeze(-1).to(out.dtype)

@@ -31,11 +31,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
+from torch import distributed as dist
 from torch import nn
 from torch.nn import functional as nnf
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from . import metrics
+from . import distributed, metrics
 from .data.tensors import TensorData
 from .layers import skip_index_checks
 
@@ -278,7 +280,16 @@ def train_epoch(model: nn.Module, data: TensorData, optimizer: torch.optim.Optim
     Raises :class:`TrainingDiverged` at the first non-finite loss (``advice`` is added
     to its message). :func:`fit` adds everything else: evaluation, early stopping,
     restoring the best weights; ``benchmarks/peers.py`` times this function alone.
+
+    A ``model`` wrapped in ``DistributedDataParallel`` trains data-parallel:
+    each rank takes its share of every global batch of ``batch_size`` rows (see
+    :func:`_train_epoch_ddp`); the returned loss is the mean over all the rows.
     """
+    if isinstance(model, DistributedDataParallel):
+        return _train_epoch_ddp(
+            model, data, optimizer, batch_size=batch_size, generator=generator,
+            amp=amp, step_model=step_model, epoch=epoch, checked=checked,
+            advice=advice)
     _check_amp(amp)
     device = data.device
     model.train()
@@ -312,6 +323,128 @@ def train_epoch(model: nn.Module, data: TensorData, optimizer: torch.optim.Optim
     return total / count
 
 
+def _train_epoch_ddp(ddp: DistributedDataParallel, data: TensorData,
+                     optimizer: torch.optim.Optimizer, *, batch_size: int,
+                     generator: torch.Generator | None, amp: str | None,
+                     step_model: Callable | None, epoch: int, checked: bool,
+                     advice: str) -> float:
+    """:func:`train_epoch` for a ``DistributedDataParallel`` model.
+
+    Every rank draws the same permutation (the same seeded ``generator``), cuts
+    the same global batches of ``batch_size`` rows and keeps the ``rank``-th of
+    ``world_size`` contiguous shards of each (:meth:`TensorData.batches` with
+    ``shard``). The update is the one-process update on the global batch:
+
+    DDP averages the gradients, ``g = (1/W) sum_r g_r``. A rank with ``n_r`` of
+    the batch's ``n`` rows scales its mean loss by ``W n_r / n``, so
+    ``g_r = (W n_r / n) grad(mean_r)`` and ``g = sum_r (n_r / n) grad(mean_r)
+    = grad(mean over the n rows)``: exact for shards of unequal size too (the
+    last, partial batch; ``batch_size`` not divisible by ``W``). With equal
+    shards the scale is exactly 1. A rank whose shard is empty (a batch of
+    fewer than ``W`` rows) runs one spare row with scale 0, so that it still
+    takes part in DDP's gradient all-reduce.
+
+    The batch's loss (sum over the shards, all-reduced before ``backward``) is
+    the same number on every rank, so all the ranks raise
+    :class:`TrainingDiverged` together instead of leaving the others waiting.
+    """
+    _check_amp(amp)
+    group = ddp.process_group
+    world, me = dist.get_world_size(group), dist.get_rank(group)
+    module = ddp.module
+    device = data.device
+    ddp.train()
+    n, n_batches = len(data), data.num_batches(batch_size)
+    autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp
+                else contextlib.nullcontext())
+    total, count, spare = 0.0, 0, None
+    with skip_index_checks() if checked else contextlib.nullcontext():
+        keys = getattr(module, "input_keys", None)
+        keys = None if keys is None else (*keys, "label")
+        batches = data.batches(batch_size, shuffle=True, generator=generator,
+                               keys=keys, shard=(me, world))
+        for b, batch in enumerate(batches, 1):
+            n_global = min(batch_size, n - (b - 1) * batch_size)
+            n_mine = len(batch["label"])
+            if n_mine == 0:  # fewer rows than ranks: a spare row, scale 0
+                if spare is None:
+                    spare = {k: v[:1] for k, v in data.tensors.items()
+                             if keys is None or k in keys}
+                batch = spare
+            y = batch["label"]
+            full = n_global == batch_size
+            forward = step_model if step_model is not None and full else ddp
+            optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                logits = forward(batch)
+            logits = logits.float()
+            loss = nnf.binary_cross_entropy_with_logits(
+                logits, y.to(logits.dtype))
+            part = (loss.detach().double() * n_mine).reshape(1)
+            dist.all_reduce(part, group=group)  # the batch's summed loss
+            loss_value = float(part) / n_global
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"training diverged: the loss is {loss_value} in epoch "
+                    f"{epoch}, batch {b} of {n_batches}. " + advice,
+                    epoch=epoch, batch=b, loss=loss_value)
+            (loss * (world * n_mine / n_global)).backward()
+            optimizer.step()
+            total += loss_value * n_global
+            count += n_global
+    return total / count
+
+
+def _ddp_wrap(model: nn.Module, device: torch.device, train: TensorData,
+              valid: TensorData, settings: dict) -> DistributedDataParallel:
+    """``model`` in ``DistributedDataParallel``, once the ranks agree.
+
+    Every rank must call :func:`fit` with the same data and settings, else
+    the shards would not add up to the global batch; a difference raises
+    ``ValueError`` on every rank (not a hang on one of them).
+    """
+    backend = dist.get_backend()
+    if backend == "nccl" and device.type != "cuda":
+        raise ValueError(
+            f"the process group's backend is nccl, which needs CUDA, but the "
+            f"model is on {device}: move it to the GPU (default_device() "
+            "after ctr_src.distributed.setup()), or set up the group with "
+            "backend='gloo'")
+
+    def fingerprint(d: TensorData) -> tuple:
+        return (len(d), float(d["label"].double().sum()),
+                int(d["fields"].sum()))
+
+    mine = dict(settings, train=fingerprint(train), valid=fingerprint(valid))
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    differ = sorted(k for k in mine if any(o[k] != mine[k] for o in everyone))
+    if differ:
+        raise ValueError(
+            "the ranks called fit with different "
+            + ", ".join(differ) + " (" + "; ".join(
+                f"rank {r}: " + ", ".join(f"{k}={o[k]}" for k in differ)
+                for r, o in enumerate(everyone))
+            + "): every rank must pass the same train and valid data "
+            "(rows as (count, label sum, index sum)) and the same settings; "
+            "data-parallel training splits each batch, not the data set")
+    ids = [device] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _agree(scores: dict | None, bad: _NonFiniteScores | None):
+    """Rank 0's validation outcome on every rank (one broadcast).
+
+    Every rank holds the same weights and scores the full valid set, so the
+    outcomes agree anyway; taking rank 0's makes early stopping and the best
+    epoch the same on every rank by construction.
+    """
+    box = [(scores, None if bad is None else (bad.n_bad, bad.n, bad.example))]
+    dist.broadcast_object_list(box, src=0)
+    scores, bad = box[0]
+    return scores, None if bad is None else _NonFiniteScores(*bad)
+
+
 def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int = 10,
         batch_size: int = 1024, lr: float = 1e-3, weight_decay: float = 0.0, patience: int = 2,
         min_delta: float = 0.0, seed: int = 2024, device=None, progress: bool = True,
@@ -339,6 +472,16 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
 
     The data's indices are validated once, here, for the whole train and valid sets
     (``model.check_inputs``); the batches then skip the layers' per-call scans.
+
+    Under ``torchrun`` (a ``torch.distributed`` process group initialised, e.g.
+    with :func:`ctr_src.distributed.process_group`), ``fit`` trains
+    data-parallel with ``DistributedDataParallel``: every rank passes the same
+    data and settings, takes its contiguous share of each global batch of
+    ``batch_size`` rows and the gradients are averaged, so each step is the
+    one-process step on the global batch (up to float rounding; dropout draws
+    different masks on each rank). Every rank scores the full valid set;
+    rank 0's scores decide early stopping on all of them, so they stop and
+    restore the same best epoch. The progress bar shows on rank 0 only.
 
     Returns a :class:`History` with, per epoch, ``train_loss``, ``valid_auc``,
     ``valid_logloss`` (and ``valid_gauc``), and ``seconds`` of training; the model is left
@@ -372,27 +515,41 @@ def fit(model: nn.Module, train: TensorData, valid: TensorData, *, epochs: int =
         device = torch.device(device) if device is not None else model_device(model)
         model.to(device)
         train, valid = train.to(device), valid.to(device)
+        ddp = None
+        if distributed.is_distributed():
+            ddp = _ddp_wrap(model, device, train, valid, dict(
+                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                weight_decay=weight_decay, patience=patience,
+                min_delta=min_delta, monitor=monitor, amp=amp))
         opt = optimizer(model.parameters()) if optimizer else adam(
             model, lr=lr, weight_decay=weight_decay, fused=fused)
         gen = torch.Generator().manual_seed(seed)
-        step_model = _compiled(model, compile)
-        bar = tqdm(range(1, epochs + 1), desc=type(model).__name__, disable=not progress,
+        trained = model if ddp is None else ddp  # DDP: the same parameters
+        step_model = _compiled(trained, compile)
+        bar = tqdm(range(1, epochs + 1), desc=type(model).__name__,
+                   disable=not progress or distributed.rank() != 0,
                    file=sys.stderr, leave=True, dynamic_ncols=False, ncols=100)
         for epoch in bar:
             start = time.perf_counter()
             train_loss = train_epoch(
-                model, train, opt, batch_size=batch_size, generator=gen, amp=amp,
+                trained, train, opt, batch_size=batch_size, generator=gen,
+                amp=amp,
                 step_model=step_model, epoch=epoch, checked=checked,
                 advice=_divergence_advice(lr, optimizer is not None))
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start
             try:
-                scores = _evaluate(model, valid, 8192, gauc)
+                scores, bad = _evaluate(model, valid, 8192, gauc), None
             except _NonFiniteScores as exc:
+                scores, bad = None, exc
+            if ddp is not None:
+                scores, bad = _agree(scores, bad)
+            if bad is not None:
                 raise TrainingDiverged(
                     f"training diverged: after epoch {epoch} the validation scores are not "
-                    f"finite ({exc}) although every training loss was: the last steps "
+                    f"finite ({bad}) although every training loss was: the last "
+                    "steps "
                     "pushed the weights to NaN/inf. "
                     + _divergence_advice(lr, optimizer is not None),
                     epoch=epoch) from None

@@ -59,7 +59,8 @@ def test_train_writes_metrics_and_checkpoint(trained, criteo_file):
     report = json.loads((trained / "metrics.json").read_text())
     _check_metrics(report, "fm", 2)
     assert report["data"] == {"kind": "criteo", "path": str(criteo_file.resolve()),
-                              "max_rows": None}
+                              "max_rows": None, "dense": "bucket",
+                              "min_count": 10, "hash_size": None}
     assert report["settings"]["fit"]["epochs"] == 2
     ckpt = torch.load(trained / "model.pt", weights_only=True)
     assert ckpt["model"] == "fm" and ckpt["model_kwargs"] == {"embed_dim": 16}
@@ -100,6 +101,10 @@ def test_in_process_main(criteo_file, tmp_path, capsys):
     (["--data", "imagenet", "--model", "fm"], "movielens, movielens-temporal or criteo:PATH"),
     (["--data", "criteo:{f}", "--model", "lr", "--embed-dim", "8"], "has no embeddings"),
     (["--data", "movielens", "--model", "lr", "--max-rows", "10"], "criteo:PATH only"),
+    (["--data", "movielens", "--model", "lr", "--dense", "value"],
+     "--dense: for criteo:PATH only"),
+    (["--data", "movielens-temporal", "--model", "din", "--min-count", "2",
+      "--hash-size", "64"], "--min-count, --hash-size: for criteo:PATH only"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(args, message, criteo_file, tmp_path, capsys):
     out = tmp_path / "run"
@@ -136,3 +141,57 @@ def test_movielens_lr_one_epoch(tmp_path, capsys):
     _check_metrics(report, "lr", 1)
     assert report["data"] == {"kind": "movielens"}
     assert "lr on movielens" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dense, model, dense_fields", [
+    ("value", "wide_deep", list(range(13))),
+    ("both", "wide_deep", list(range(13, 26))),
+    ("both", "deepfm", None),  # the paper's DeepFM takes no raw values
+])
+def test_criteo_loader_options(criteo_file, tmp_path, capsys, dense, model,
+                               dense_fields):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", f"criteo:{criteo_file}", "--model",
+                     model, "--epochs", "1", "--max-rows", "800", "--dense",
+                     dense, "--min-count", "3", "--hash-size", "50",
+                     "--embed-dim", "4", "--device", "cpu", "--quiet",
+                     "--out", str(out)]) == 0
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    assert ckpt["data"]["dense"] == dense and ckpt["data"]["min_count"] == 3
+    assert ckpt["data"]["hash_size"] == 50
+    assert ckpt["model_kwargs"].get("dense_fields") == dense_fields
+    # 26 hashed categorical fields of 50 indices, then 13 or 26 integer fields
+    dims = ckpt["field_dims"]
+    assert len(dims) == (39 if dense == "value" else 52)
+    assert dims[-26:] == [50] * 26
+    if dense_fields:
+        width = ckpt["state_dict"]["mlp.layers.0.weight"].shape[1]
+        assert width == len(dims) * 4 + 13  # F D + the 13 raw values
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["settings"]["model"].get("dense_fields") == dense_fields
+    printed = capsys.readouterr().out
+    assert f"--dense {dense} --min-count 3 --hash-size 50" in printed
+    # evaluate reads the file the same way, from the checkpoint alone ...
+    ckpt_path = str(out / "model.pt")
+    assert cli.main(["evaluate", "--checkpoint", ckpt_path, "--device", "cpu",
+                     "--out", str(tmp_path / "e.json")]) == 0
+    test = json.loads((tmp_path / "e.json").read_text())["test"]
+    assert test == report["test"]
+    # ... and with --data naming the same file again
+    assert cli.main(["evaluate", "--checkpoint", ckpt_path, "--device", "cpu",
+                     "--data", f"criteo:{criteo_file}", "--max-rows", "800",
+                     "--out", str(tmp_path / "f.json")]) == 0
+    test = json.loads((tmp_path / "f.json").read_text())["test"]
+    assert test == report["test"]
+
+
+def test_criteo_loader_options_are_checked(criteo_file, tmp_path, capsys):
+    base = ["train", "--data", f"criteo:{criteo_file}", "--model", "fm",
+            "--out", str(tmp_path / "run")]
+    for extra, message in ((["--dense", "log"], "invalid choice: 'log'"),
+                           (["--min-count", "0"], "must be positive"),
+                           (["--hash-size", "1"], "must be 2 or more")):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(base + extra)
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

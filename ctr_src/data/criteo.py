@@ -265,6 +265,15 @@ class CriteoData:
     dense: str
     hash_size: int | None
 
+    @property
+    def value_fields(self) -> list[int]:
+        """Positions of the real-valued fields (``I<k>_value``): ``[]`` for
+        ``dense="bucket"``, ``0..12`` for ``"value"``, ``13..25`` for
+        ``"both"`` -- e.g. :class:`~ctr_src.models.WideAndDeep`'s
+        ``dense_fields``."""
+        return [i for i, name in enumerate(self.field_names)
+                if name.endswith("_value")]
+
     def to(self, device) -> "CriteoData":
         """A copy whose three splits live on ``device``."""
         return dataclasses.replace(self, train=self.train.to(device), valid=self.valid.to(device),

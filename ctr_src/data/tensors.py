@@ -77,7 +77,8 @@ class TensorData:
 
     def batches(self, batch_size: int, shuffle: bool = False,
                 generator: torch.Generator | None = None,
-                keys: Iterable[str] | None = None) -> Iterator[Batch]:
+                keys: Iterable[str] | None = None,
+                shard: tuple[int, int] | None = None) -> Iterator[Batch]:
         """Yield minibatches (dicts of tensors) of at most ``batch_size`` rows.
 
         With ``shuffle=True`` the rows are permuted with ``generator`` (a CPU
@@ -85,11 +86,23 @@ class TensorData:
         gathered by index from the tensors where they are (on the GPU, on the GPU).
         ``keys`` limits the batches to those tensors (the ones a model reads), sparing
         the gathers of the rest; unknown keys are ignored.
+
+        ``shard=(rank, world_size)`` yields, of every batch, only the
+        ``rank``-th of ``world_size`` contiguous parts (``torch.tensor_split``:
+        sizes differ by at most one row, and a part is empty when the batch has
+        fewer rows than ``world_size``). The batches are those of
+        ``shard=None`` (the same permutation from the same generator seed), so
+        the parts of all the ranks put together are the one-process batch:
+        data-parallel training's split.
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         tensors = self.tensors if keys is None else {
             k: v for k, v in self.tensors.items() if k in set(keys)}
+        if shard is not None:
+            yield from self._shards(batch_size, shuffle, generator, tensors,
+                                    shard)
+            return
         if shuffle:
             perm = torch.randperm(self.n, generator=generator).to(self.device)
             for start in range(0, self.n, batch_size):
@@ -98,6 +111,21 @@ class TensorData:
         else:
             for start in range(0, self.n, batch_size):
                 yield {k: v[start:start + batch_size] for k, v in tensors.items()}
+
+    def _shards(self, batch_size, shuffle, generator, tensors, shard):
+        rank, world = shard
+        if not (isinstance(world, int) and isinstance(rank, int)
+                and 0 <= rank < world):
+            raise ValueError(
+                f"shard must be (rank, world_size) with 0 <= rank < "
+                f"world_size, got {shard!r}")
+        if shuffle:
+            order = torch.randperm(self.n, generator=generator).to(self.device)
+        else:
+            order = torch.arange(self.n, device=self.device)
+        for start in range(0, self.n, batch_size):
+            idx = order[start:start + batch_size].tensor_split(world)[rank]
+            yield {k: v[idx] for k, v in tensors.items()}
 
     def num_batches(self, batch_size: int) -> int:
         return (self.n + batch_size - 1) // batch_size

@@ -19,6 +19,12 @@ class AFM(CTRModel):
     ``attention=False`` fixes ``a_ij = 1/P`` (the paper's "AFM without attention").
     ``{"fields": (B, F) long[, "values": (B, F) float]} -> (B,)`` logits.
 
+    **Real values** (``batch["values"]``, default 1): ``x_i`` enters the linear
+    part as ``w_i x_i`` and scales the vector, ``e_i = v_i x_i``, so each pair
+    vector is ``(v_i * v_j) x_i x_j`` -- which the attention network scores as
+    well -- as in Xiao et al. (2017), Sec. 2.1 (the embedding layer gives
+    ``v_i x_i``; the model equation has ``sum_i w_i x_i``). No MLP.
+
     For interpretation, :meth:`attention` returns the weights ``(B, P)`` of a batch and
     :attr:`pairs` the field pair ``(i, j)`` behind each of the ``P`` columns
     (``i < j``, row-major: ``(0, 1), (0, 2), ..., (F-2, F-1)``).

@@ -7,7 +7,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..layers import _OffsetTable, batch_fields, check_index_range
+from ..layers import (_OffsetTable, batch_fields, check_index_range,
+                      check_values)
 
 
 class CTRModel(nn.Module):
@@ -36,7 +37,9 @@ class CTRModel(nn.Module):
         Checks ``data["fields"]`` against the vocabulary sizes of the model's field tables
         (``embedding``, ``linear``) in one vectorised pass (a model with other index inputs
         extends it) and raises ``IndexError`` naming the column, the
-        row and the value otherwise. After it, the per-batch scans of the layers are
+        row and the value otherwise; ``data["values"]``, if present, must be
+        a float tensor of finite numbers (``ValueError`` naming the column
+        and the row). After it, the per-batch scans of the layers are
         redundant: the trainer runs the batches inside
         :func:`ctr_src.layers.skip_index_checks`. A model called directly keeps checking
         every batch.
@@ -44,6 +47,8 @@ class CTRModel(nn.Module):
         tables = [getattr(self, a, None) for a in ("embedding", "linear")]
         for dims in {tuple(t.field_dims) for t in tables if isinstance(t, _OffsetTable)}:
             check_index_range(batch_fields(data), dims, f"{name}['fields']")
+        if "values" in data and "values" in self.input_keys:
+            check_values(data["values"], f"{name}['values']")
 
     @torch.no_grad()
     def predict_proba(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

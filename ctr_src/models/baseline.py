@@ -25,7 +25,8 @@ class MeanBaseline(CTRModel):
     of by gradient descent. Index 0 (``<unk>``) is a user or item like any other.
 
     Build it with :meth:`from_counts` from training data; it has no trainable parameters.
-    ``{"fields": (B, F) long} -> (B,)`` logits.
+    ``{"fields": (B, F) long} -> (B,)`` logits; ``batch["values"]`` is
+    ignored.
     """
 
     def __init__(self, field_dims: Sequence[int], user_field: int = 0, item_field: int = 1,

@@ -14,7 +14,14 @@ class EmbeddingMLP(CTRModel):
     """``logit = MLP([e_1, ..., e_F])``: field embeddings concatenated into an MLP.
 
     The deep component of Wide & Deep and DeepFM on its own (FNN without the FM
-    initialisation). ``{"fields": (B, F) long} -> (B,)`` logits.
+    initialisation).
+    ``{"fields": (B, F) long[, "values": (B, F) float]} -> (B,)`` logits.
+
+    **Real values** (``batch["values"]``, default 1) scale the vectors the MLP
+    reads, ``e_i = v_i x_i``; no raw value is concatenated and there is no
+    linear part. FNN (Zhang et al., 2016) embeds categorical fields only;
+    :class:`~ctr_src.models.WideAndDeep` (``dense_fields``) is the model whose
+    paper feeds raw values to the MLP.
     """
 
     def __init__(self, field_dims: Sequence[int], embed_dim: int = 16, mlp_dims: Sequence[int] = (64, 32),
@@ -36,7 +43,19 @@ class DeepFM(CTRModel):
     ``w_i`` come from :class:`~ctr_src.layers.FeaturesLinear` (one per feature), the pairs
     from :class:`~ctr_src.layers.FMInteraction`; ``y_DNN = MLP([e_1, ..., e_F])`` reads the
     **same** vectors ``e_i = v_i x_i``, so both components train one embedding table.
-    :meth:`components` returns the three terms separately. ``{"fields": (B, F) long} -> (B,)``.
+    :meth:`components` returns the three terms separately.
+    ``{"fields": (B, F) long[, "values": (B, F) float]} -> (B,)`` logits.
+
+    **Real values** (``batch["values"]``, default 1): ``x_i`` enters the
+    first-order term as ``w_i x_i``, the FM pairs as ``x_i x_j`` and the MLP
+    through the scaled vectors ``e_i = v_i x_i`` -- no raw value is
+    concatenated to the MLP input. Guo et al. (2017), Sec. 2.1: a continuous
+    field is represented "as the value itself" in ``x``, the FM component is
+    Rendle's equation on that ``x``, and the embedding layer maps each field's
+    input through the shared latent vectors ``V``, i.e. ``e_i = V_i x_i`` (this
+    last step is read off the paper's Fig. 4, which draws no continuous field
+    explicitly). Some libraries (e.g. DeepCTR) instead concatenate raw
+    dense values to the DNN input; that is their choice, not the paper's.
 
     ``shared_embedding=False`` is the ablation of the paper's central design choice: the
     FM part then reads a second table of its own (``fm_embedding``), as a Wide & Deep model

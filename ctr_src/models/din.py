@@ -13,6 +13,13 @@ argument) are the positions of the sequence fields among the fields, the item fi
 ``max_history`` (default 200) bounds ``L``; a longer history raises a ``ValueError`` that
 says how to cut it. :mod:`ctr_src.data.sequences` builds such batches from MovieLens.
 
+**Real values** (``batch["values"]``, optional): they scale the field vectors,
+``e_i = v_i x_i``, which the MLP reads -- the candidate's vectors included, so
+a value other than 1 on a sequence field also changes the attention's target;
+the history's vectors are never scaled. There is no linear part. Zhou et al.
+(2018) use categorical (one- and multi-hot) features only; the scaling is the
+book's convention, not the paper's.
+
 >>> import torch
 >>> from ctr_src import models
 >>> m = models.build("din", field_dims=[5, 9, 4], embed_dim=4, seq_fields=(1, 2))

@@ -4,6 +4,20 @@ Both read one-hot fields ``batch["fields"]`` ``(B, F) long`` and, optionally, re
 ``batch["values"]`` ``(B, F) float``: field ``f`` then contributes the feature ``x_i`` with
 value ``values[:, f]`` (default 1) to the linear term (``w_i x_i``) and to every pair
 (``x_i x_j``), exactly as in the dense model equation.
+
+**Real values, per model** (no MLP in any of them):
+
+* FM: ``w_i x_i`` and ``<v_i, v_j> x_i x_j`` -- Rendle (2010), Sec. III-A,
+  eq. (1), defines the model on a real-valued ``x`` (his Fig. 1 mixes
+  one-hot and real-valued features). The embedding layer computes
+  ``e_i = v_i x_i`` once, so the pair term is ``<e_i, e_j>``.
+* FFM: ``w_i x_i`` and ``<v_{i,f(j)}, v_{j,f(i)}> x_i x_j`` -- Juan et al.
+  (2016) write the pair term with ``x_{j1} x_{j2}`` and treat a numerical
+  feature as a field with a real value (or discretise it). Whether their
+  model keeps the linear term is from memory uncertain (LIBFFM has none);
+  here it is the book's, like FM's.
+* FwFM: ``w_i x_i`` and ``r_{f(i) f(j)} <v_i, v_j> x_i x_j`` -- Pan et al.
+  (2018), Sec. 3, the FwFM equation.
 """
 
 from __future__ import annotations

@@ -11,7 +11,12 @@ from .base import CTRModel
 class LR(CTRModel):
     """``logit = b + sum_i w_i x_i``: a weight per feature (an embedding of width 1).
 
-    ``batch["fields"]`` ``(B, F) long -> (B,)`` logits.
+    ``{"fields": (B, F) long[, "values": (B, F) float]} -> (B,)`` logits.
+
+    **Real values**: field ``i``'s value ``x_i`` (``batch["values"][:, i]``,
+    default 1, the one-hot case) multiplies its weight, ``w_i x_i`` -- logistic
+    regression on the feature vector ``x``, one-hot entries and real numbers
+    alike. There is no vector and no MLP to scale.
     """
 
     def __init__(self, field_dims: Sequence[int]):

@@ -23,6 +23,14 @@ class PNN(CTRModel):
       (see :class:`~ctr_src.layers.OuterProduct`; ignored by IPNN).
 
     ``{"fields": (B, F) long[, "values": (B, F) float]} -> (B,)`` logits.
+
+    **Real values** (``batch["values"]``, default 1) scale the vectors,
+    ``e_i = v_i x_i``: ``l_z`` (the MLP's first input block) holds ``v_i x_i``
+    and every product carries ``x_i x_j``. There is no linear part. Qu et al.
+    (2016), Sec. III, embed one-hot categorical fields only,
+    ``f_i = W_0^i x[start_i : end_i]``; the same product with a real value in
+    place of the 1 is the scaling used here (the paper does not discuss
+    continuous fields).
     :meth:`signals` returns the product layer's output and :attr:`slices` where each
     block of it lies: ``"z"``, then ``"inner"`` and/or ``"outer"``.
     """
