@@ -88,6 +88,18 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def _timed_epochs(epoch, epochs: int, device) -> list[float]:
+    """Seconds of each of ``epochs`` calls of ``epoch()``, the device synchronised."""
+    seconds = []
+    for _ in range(epochs):
+        _sync(device)
+        start = time.perf_counter()
+        epoch()
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def _graphs() -> int:
     try:
         from torch._dynamo.utils import counters
@@ -108,15 +120,11 @@ def run_ctr_src(train_set, valid, batch, config, device, epochs):
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     train._check_inputs(model, train_set, "train")  # what fit does once
-    seconds = []
-    for _ in range(epochs):
-        _sync(device)
-        start = time.perf_counter()
-        train.train_epoch(model, train_set, opt, batch_size=batch, generator=gen,
-                          amp=options.get("amp"), step_model=step_model,
-                          checked=True)
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
+    seconds = _timed_epochs(
+        lambda: train.train_epoch(model, train_set, opt, batch_size=batch,
+                                  generator=gen, amp=options.get("amp"),
+                                  step_model=step_model, checked=True),
+        epochs, device)
     auc = metrics.auc(valid["label"].cpu().numpy(),
                       train.predict(model, valid).numpy())
     out = {"seconds": seconds, "valid_auc": auc}
@@ -145,14 +153,11 @@ def run_deepctr(train_set, valid, batch, device, epochs):
     x, y = _named(train_set), train_set["label"].cpu().numpy()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = []
-    for _ in range(epochs):
-        _sync(device)
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
+    def epoch():
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints per call
             model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
+
+    seconds = _timed_epochs(epoch, epochs, device)
     scores = model.predict(_named(valid), batch_size=65536)
     out = {"seconds": seconds,
            "valid_auc": metrics.auc(valid["label"].cpu().numpy(), scores)}
@@ -181,14 +186,11 @@ def run_rechub(train_set, valid, batch, device, epochs):
         batch_size=batch, shuffle=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds = []
-    for _ in range(epochs):
-        _sync(device)
-        start = time.perf_counter()
-        with contextlib.redirect_stderr(io.StringIO()):
+    def epoch():
+        with contextlib.redirect_stderr(io.StringIO()):  # its progress bar
             trainer.train_one_epoch(loader)
-        _sync(device)
-        seconds.append(time.perf_counter() - start)
+
+    seconds = _timed_epochs(epoch, epochs, device)
     model.eval()
     with torch.no_grad():
         x = {k: torch.as_tensor(v).to(device) for k, v in _named(valid).items()}

@@ -60,6 +60,12 @@ def index_checks_enabled() -> bool:
     return not getattr(_CHECKS, "skip", 0)
 
 
+def _first_bad(bad: torch.Tensor) -> tuple[int, int]:
+    """``(row, column)`` of the first ``True`` of the first column that has one."""
+    col = int(bad.any(0).nonzero()[0])
+    return int(bad[:, col].nonzero()[0]), col
+
+
 def check_index_range(fields: torch.Tensor, field_dims, name: str = "fields") -> None:
     """Raise ``IndexError`` naming the first bad column unless every index is in range.
 
@@ -73,8 +79,7 @@ def check_index_range(fields: torch.Tensor, field_dims, name: str = "fields") ->
                          f"{tuple(fields.shape)}")
     bad = (fields < 0) | (fields >= dims)
     if bool(bad.any()):
-        col = int(bad.any(0).nonzero()[0])
-        row = int(bad[:, col].nonzero()[0])
+        row, col = _first_bad(bad)
         raise IndexError(
             f"{name}: column {col} has an index outside [0, {int(dims[col])}) "
             f"(row {row}: {int(fields[row, col])}); indices are per field (the layer adds "
@@ -132,8 +137,7 @@ def check_values(values: torch.Tensor, name: str = "values") -> None:
         return
     bad = ~torch.isfinite(values)
     if bool(bad.any()):
-        col = int(bad.any(0).nonzero()[0])
-        row = int(bad[:, col].nonzero()[0])
+        row, col = _first_bad(bad)
         raise ValueError(
             f"{name}: column {col} has a non-finite value (row {row}: "
             f"{float(values[row, col])}); a real value scales its field's "
