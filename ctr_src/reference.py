@@ -82,13 +82,14 @@ class Tolerance:
 #: they are justified; ``results/spread.json`` holds the measurements.
 TOLERANCES: dict[str, Tolerance] = {
     # measured (results/spread.json, 5 seeds + no-SIMD kernels): largest seed sd of a test
-    # AUC 0.0043, largest kernel move 0.0055 (both Embedding + MLP, chapter 6)
+    # AUC 0.0053 (Wide & Deep, chapter 6), largest kernel move 0.0103 (DIN's base model,
+    # chapter 7)
     "auc": Tolerance(0.025, what="an AUC or GAUC of a trained model (test or validation)"),
-    # largest seed sd 0.0047, kernel move 0.0070 (Embedding + MLP, chapter 6)
-    "logloss": Tolerance(0.02, what="a logloss (test, validation or training loss)"),
-    # largest seed sd 0.0145 (IPNN: AUC drop when all products are shuffled, 0.012-0.047
-    # over five seeds)
-    "auc_change": Tolerance(0.06, what="a difference of two AUCs (an ablation, a drop)"),
+    # largest seed sd 0.0059 (Wide & Deep, chapter 6), kernel move 0.0178 (DIN's base
+    # model, chapter 7, on one thread without SIMD)
+    "logloss": Tolerance(0.03, what="a logloss (test, validation or training loss)"),
+    # largest seed sd 0.0164 (IPNN: AUC drop when all products are shuffled)
+    "auc_change": Tolerance(0.07, what="a difference of two AUCs (an ablation, a drop)"),
     # no chapter checks one since RelaImpr is computed from the leaderboard (earlier largest
     # seed sd 1.12 points, RelaImpr of DIN with Dice)
     "percent": Tolerance(5.0, what="a relative improvement (RelaImpr), in percentage points"),
