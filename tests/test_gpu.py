@@ -121,3 +121,33 @@ def test_seed_everything_configures_cuda():
     a = torch.nn.functional.dropout(torch.ones(1000, device="cuda"), 0.5)
     utils.seed_everything(0)
     assert torch.equal(a, torch.nn.functional.dropout(torch.ones(1000, device="cuda"), 0.5))
+
+
+# ----------------------------------------------------------------------------- the fast paths
+
+def test_cuda_keeps_the_standard_embedding_backward_and_dropout():
+    """index_add_ and the 15-bit dropout mask are CPU-only: CUDA's own kernels are
+    deterministic (embedding) and fast (fused dropout)."""
+    from ctr_src import layers
+    table = torch.nn.Embedding(20, 4).cuda()
+    out = layers.embedding_lookup(table, torch.randint(0, 20, (8, 3), device="cuda"))
+    assert "CPULookup" not in type(out.grad_fn).__name__
+    drop = layers.Dropout(0.5).cuda().train()
+    x = torch.ones(10_000, device="cuda")
+    y = drop(x)
+    assert set(y.unique().tolist()) == {0.0, 2.0}  # nn.Dropout's exact 1 / (1 - p)
+    assert train.adam(models.build("fm", field_dims=DIMS).cuda()).defaults["fused"]
+
+
+@pytest.mark.parametrize("options", [dict(amp="bf16"), dict(compile=True),
+                                     dict(amp="bf16", compile=True)])
+def test_fast_path_trains_on_cuda(options):
+    """Data on the device, bf16 autocast and torch.compile: training runs, the loss
+    falls, and evaluation (eager, float32) scores every row."""
+    utils.seed_everything(0)
+    b = batch(3000)  # 3000 = 2 full batches of 1024 and a smaller last one
+    data = TensorData(fields=b["fields"], label=b["label"])
+    model = models.build("deepfm", field_dims=DIMS, dropout=0.1).cuda()
+    h = train.fit(model, data, data, epochs=3, patience=5, progress=False, **options)
+    assert h.records[-1]["train_loss"] < h.records[0]["train_loss"]
+    assert len(train.predict(model, data)) == 3000
