@@ -105,13 +105,8 @@ def check_fields(fields: torch.Tensor, field_dims: torch.Tensor | None = None, n
         if fields.shape[1] != field_dims.numel():
             raise ValueError(f"{name} has {fields.shape[1]} fields, the layer was built for "
                              f"{field_dims.numel()}")
-        if not index_checks_enabled():
-            return
-        bad = (fields < 0) | (fields >= field_dims)
-        if bool(bad.any()):
-            col = int(bad.any(0).nonzero()[0])
-            raise IndexError(f"{name}: column {col} has an index outside [0, {int(field_dims[col])}); "
-                             f"indices are per field (the layer adds the field offsets itself)")
+        if index_checks_enabled():
+            check_index_range(fields, field_dims, name)
 
 
 def check_values(values: torch.Tensor, name: str = "values") -> None:
@@ -260,7 +255,7 @@ class _CPULookup(torch.autograd.Function):
     every thread scan all ``B F`` indices, adding one row at a time; ``index_add_`` adds the
     same gradient rows into a zeroed table in the same order -- row ``r`` receives
     ``((0 + g_1) + g_2) + ...`` over its occurrences in batch order either way, so the
-    result is bit for bit the same (``tests/test_layers_core.py`` checks it) -- several
+    result is bit for bit the same (``tests/test_fast_paths.py`` checks it) -- several
     times faster (``benchmarks/peers.py`` shows what it does to a training epoch). On CUDA
     ``index_add_`` would add with atomics in a varying order, so CUDA keeps
     ``nn.Embedding``'s deterministic sort-based backward.

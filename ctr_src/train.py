@@ -257,6 +257,29 @@ def adam(model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0,
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
 
 
+def _autocast(device: torch.device, amp: str | None):
+    """The forward pass's autocast context: ``amp``'s dtype, or none."""
+    _check_amp(amp)
+    return (torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp
+            else contextlib.nullcontext())
+
+
+def _batch_keys(model: nn.Module) -> tuple[str, ...] | None:
+    """What to gather per batch: the model's ``input_keys`` and the label (or all)."""
+    keys = getattr(model, "input_keys", None)
+    return None if keys is None else (*keys, "label")
+
+
+def _check_loss(loss_value: float, epoch: int, batch: int, n_batches: int,
+                advice: str) -> None:
+    """Raise :class:`TrainingDiverged` at a non-finite training loss."""
+    if not math.isfinite(loss_value):
+        raise TrainingDiverged(
+            f"training diverged: the loss is {loss_value} in epoch {epoch}, "
+            f"batch {batch} of {n_batches}. " + advice,
+            epoch=epoch, batch=batch, loss=loss_value)
+
+
 def _compiled(model: nn.Module, compile: bool):
     """``torch.compile(model)`` for full batches, or ``None`` (eager)."""
     if not compile:
@@ -290,18 +313,13 @@ def train_epoch(model: nn.Module, data: TensorData, optimizer: torch.optim.Optim
             model, data, optimizer, batch_size=batch_size, generator=generator,
             amp=amp, step_model=step_model, epoch=epoch, checked=checked,
             advice=advice)
-    _check_amp(amp)
-    device = data.device
+    autocast = _autocast(data.device, amp)
     model.train()
     n_batches = data.num_batches(batch_size)
-    autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp
-                else contextlib.nullcontext())
     total, count = 0.0, 0
     with skip_index_checks() if checked else contextlib.nullcontext():
-        keys = getattr(model, "input_keys", None)  # gather only what the model reads
-        keys = None if keys is None else (*keys, "label")
-        for b, batch in enumerate(data.batches(batch_size, shuffle=True,
-                                               generator=generator, keys=keys), 1):
+        for b, batch in enumerate(data.batches(batch_size, shuffle=True, generator=generator,
+                                               keys=_batch_keys(model)), 1):
             y = batch["label"]
             forward = step_model if step_model is not None and len(y) == batch_size \
                 else model
@@ -311,11 +329,7 @@ def train_epoch(model: nn.Module, data: TensorData, optimizer: torch.optim.Optim
             logits = logits.float()
             loss = nnf.binary_cross_entropy_with_logits(logits, y.to(logits.dtype))
             loss_value = float(loss.detach())  # the one host sync per batch
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"training diverged: the loss is {loss_value} in epoch {epoch}, "
-                    f"batch {b} of {n_batches}. " + advice,
-                    epoch=epoch, batch=b, loss=loss_value)
+            _check_loss(loss_value, epoch, b, n_batches, advice)
             loss.backward()
             optimizer.step()
             total += loss_value * len(y)
@@ -348,19 +362,14 @@ def _train_epoch_ddp(ddp: DistributedDataParallel, data: TensorData,
     the same number on every rank, so all the ranks raise
     :class:`TrainingDiverged` together instead of leaving the others waiting.
     """
-    _check_amp(amp)
+    autocast = _autocast(data.device, amp)
     group = ddp.process_group
     world, me = dist.get_world_size(group), dist.get_rank(group)
-    module = ddp.module
-    device = data.device
     ddp.train()
     n, n_batches = len(data), data.num_batches(batch_size)
-    autocast = (torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp
-                else contextlib.nullcontext())
     total, count, spare = 0.0, 0, None
     with skip_index_checks() if checked else contextlib.nullcontext():
-        keys = getattr(module, "input_keys", None)
-        keys = None if keys is None else (*keys, "label")
+        keys = _batch_keys(ddp.module)
         batches = data.batches(batch_size, shuffle=True, generator=generator,
                                keys=keys, shard=(me, world))
         for b, batch in enumerate(batches, 1):
@@ -383,11 +392,7 @@ def _train_epoch_ddp(ddp: DistributedDataParallel, data: TensorData,
             part = (loss.detach().double() * n_mine).reshape(1)
             dist.all_reduce(part, group=group)  # the batch's summed loss
             loss_value = float(part) / n_global
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"training diverged: the loss is {loss_value} in epoch "
-                    f"{epoch}, batch {b} of {n_batches}. " + advice,
-                    epoch=epoch, batch=b, loss=loss_value)
+            _check_loss(loss_value, epoch, b, n_batches, advice)
             (loss * (world * n_mine / n_global)).backward()
             optimizer.step()
             total += loss_value * n_global

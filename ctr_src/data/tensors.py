@@ -100,31 +100,24 @@ class TensorData:
         tensors = self.tensors if keys is None else {
             k: v for k, v in self.tensors.items() if k in set(keys)}
         if shard is not None:
-            yield from self._shards(batch_size, shuffle, generator, tensors,
-                                    shard)
-            return
+            rank, world = shard
+            if not (isinstance(world, int) and isinstance(rank, int)
+                    and 0 <= rank < world):
+                raise ValueError(
+                    f"shard must be (rank, world_size) with 0 <= rank < "
+                    f"world_size, got {shard!r}")
         if shuffle:
             perm = torch.randperm(self.n, generator=generator).to(self.device)
-            for start in range(0, self.n, batch_size):
-                idx = perm[start:start + batch_size]
-                yield {k: v[idx] for k, v in tensors.items()}
-        else:
-            for start in range(0, self.n, batch_size):
-                yield {k: v[start:start + batch_size] for k, v in tensors.items()}
-
-    def _shards(self, batch_size, shuffle, generator, tensors, shard):
-        rank, world = shard
-        if not (isinstance(world, int) and isinstance(rank, int)
-                and 0 <= rank < world):
-            raise ValueError(
-                f"shard must be (rank, world_size) with 0 <= rank < "
-                f"world_size, got {shard!r}")
-        if shuffle:
-            order = torch.randperm(self.n, generator=generator).to(self.device)
-        else:
-            order = torch.arange(self.n, device=self.device)
         for start in range(0, self.n, batch_size):
-            idx = order[start:start + batch_size].tensor_split(world)[rank]
+            if shuffle:
+                idx = perm[start:start + batch_size]
+            elif shard is not None:
+                idx = torch.arange(start, min(start + batch_size, self.n),
+                                   device=self.device)
+            else:  # contiguous rows: views, no gather
+                idx = slice(start, start + batch_size)
+            if shard is not None:
+                idx = idx.tensor_split(world)[rank]
             yield {k: v[idx] for k, v in tensors.items()}
 
     def num_batches(self, batch_size: int) -> int:
